@@ -1,0 +1,101 @@
+"""Length-sorted, token-budgeted batching with out-of-memory back-off, shared by the embedder and reranker."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import torch
+from tqdm.auto import tqdm
+
+from qwen3_rag._loading import is_out_of_memory, release_memory
+
+logger = logging.getLogger("qwen3_rag")
+
+T = TypeVar("T")
+
+PROGRESS_MIN_BATCHES = 8
+"""With ``show_progress=None`` a bar appears only for calls of more than this many batches."""
+
+
+DEFAULT_BATCH_TOKENS = {"cpu": 16384, "accelerator": 65536}
+"""Padded tokens per forward pass when ``max_batch_tokens=None``."""
+
+
+def token_budget(max_batch_tokens: int | None, device: torch.device) -> int:
+    """The caller's budget, or the default for the device's kind."""
+    if max_batch_tokens is not None:
+        return max_batch_tokens
+    return DEFAULT_BATCH_TOKENS["cpu" if device.type == "cpu" else "accelerator"]
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None) -> list[list[int]]:
+    """Indices grouped longest first: at most ``batch_size`` each, and at most ``max_batch_tokens`` padded
+    tokens (batch rows x longest row) each, where set. A sequence longer than the budget runs alone."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        # Sorted longest first, so the batch's padded width is the length of its first element.
+        width = lengths[current[0]] if current else lengths[i]
+        full = len(current) >= batch_size or (
+            max_batch_tokens is not None and (len(current) + 1) * width > max_batch_tokens
+        )
+        if current and full:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
+    """Share of the computed tokens that are padding."""
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    return 1.0 - sum(lengths) / padded if padded else 0.0
+
+
+def run_batches(
+    forward: Callable[[list[int]], Sequence[T]],
+    lengths: Sequence[int],
+    *,
+    batch_size: int,
+    max_batch_tokens: int | None,
+    device: torch.device,
+    show_progress: bool | None,
+    desc: str,
+) -> list[T]:
+    """Call ``forward`` on each planned batch of indices and return its per-item results in input order.
+
+    On out-of-memory a batch is halved and retried; a single sequence that still does not fit raises a
+    ``MemoryError`` naming its index and length.
+    """
+    results: list[T | None] = [None] * len(lengths)
+    batches = plan_batches(lengths, batch_size, max_batch_tokens)
+    show = len(batches) > PROGRESS_MIN_BATCHES if show_progress is None else show_progress
+    with tqdm(total=len(lengths), desc=desc, unit="text", disable=not show) as bar:
+        pending = list(reversed(batches))
+        while pending:
+            batch = pending.pop()
+            try:
+                outputs = forward(batch)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                release_memory(device)
+                if len(batch) == 1:
+                    msg = (
+                        f"out of memory on input {batch[0]} ({lengths[batch[0]]} tokens) alone on {device}; "
+                        "lower max_length, or use a smaller dtype or a larger device"
+                    )
+                    raise MemoryError(msg) from exc
+                half = len(batch) // 2
+                logger.warning("out of memory on a batch of %d on %s; retrying in halves", len(batch), device)
+                pending.extend([batch[half:], batch[:half]])
+                continue
+            for i, out in zip(batch, outputs, strict=True):
+                results[i] = out
+            bar.update(len(batch))
+    return results  # type: ignore[return-value]

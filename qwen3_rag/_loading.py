@@ -1,0 +1,179 @@
+"""Device and dtype resolution, and loading that shares one model per (model, device, dtype) in a process."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import threading
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from packaging.version import Version
+
+logger = logging.getLogger("qwen3_rag")
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
+
+
+class ModelLoadError(OSError):
+    """The model could not be found or loaded; the message says what was looked for and what to do."""
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` picks cuda > mps > cpu; an explicit device always wins."""
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        msg = f"device must be a torch device such as 'cpu', 'cuda', 'cuda:1' or 'mps', got {device!r}"
+        raise ValueError(msg) from exc
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``None``: bfloat16 on CUDA (float32 on cards without bf16), float32 elsewhere; float16 only when asked."""
+    if dtype is None:
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _DTYPES.values():
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+        return dtype
+    if isinstance(dtype, str) and dtype.lower().removeprefix("torch.") in _DTYPES:
+        return _DTYPES[dtype.lower().removeprefix("torch.")]
+    msg = f"dtype must be one of 'float32', 'bfloat16', 'float16' (or a torch.dtype), got {dtype!r}"
+    raise ValueError(msg)
+
+
+def attention_implementation(device: torch.device) -> str:
+    """flash_attention_2 on CUDA when the package is installed, else PyTorch SDPA."""
+    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A model, its tokenizer and a lock for the tokenizer (fast tokenizers are not re-entrant)."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    device: torch.device
+    dtype: torch.dtype
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    cache: dict = field(default_factory=dict)
+    """Per-model derived state (e.g. instruction-prefix key/values), guarded by ``lock``."""
+
+
+# transformers renamed `torch_dtype` to `dtype` in 4.56; the old name warns in 5.x.
+_DTYPE_KWARG = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+_REGISTRY: weakref.WeakValueDictionary[tuple, LoadedModel] = weakref.WeakValueDictionary()
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
+
+
+def _load_error(name: str, exc: Exception) -> ModelLoadError:
+    where = "a local folder" if Path(name).expanduser().exists() else "a Hugging Face Hub id"
+    hint = (
+        f"Could not load the Qwen3 model {name!r} (looked for it as {where}"
+        f"{'; HF_HUB_OFFLINE is set, so only the local cache was searched' if _offline() else ''}). "
+        "Pass the path of a local folder holding config.json, *.safetensors and the tokenizer files, "
+        "or a Hub id such as 'Qwen/Qwen3-Embedding-0.6B' with network access. "
+        f"Cause: {type(exc).__name__}: {exc}"
+    )
+    return ModelLoadError(hint)
+
+
+def load_model(
+    name: str | os.PathLike,
+    *,
+    kind: str,
+    device: str | torch.device | None,
+    dtype: str | torch.dtype | None,
+) -> LoadedModel:
+    """Load (or reuse) ``name`` as ``kind`` ('embedding' or 'reranker') on ``device`` in ``dtype``.
+
+    Two requests for the same (model, kind, device, dtype) share one object, so a LangChain and a
+    LlamaIndex adapter over the same checkpoint hold the weights once. Never ``trust_remote_code``;
+    weights load from safetensors only.
+    """
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    name = os.fspath(name)
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"model must be a Hub id or a local folder, got {name!r}")
+    local = Path(name).expanduser()
+    source = str(local.resolve()) if local.exists() else name
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    key = (kind, source, str(torch_device), torch_dtype)
+    with _REGISTRY_LOCK:
+        loaded = _REGISTRY.get(key)
+        if loaded is not None:
+            return loaded
+        if local.exists() and not (local / "config.json").is_file():
+            raise ModelLoadError(f"{name!r} is a folder but holds no config.json: it is not a model folder")
+        kwargs: dict[str, Any] = {"trust_remote_code": False}
+        if _offline() or local.exists():
+            kwargs["local_files_only"] = True
+        auto = AutoModel if kind == "embedding" else AutoModelForCausalLM
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            model = auto.from_pretrained(
+                source,
+                **{_DTYPE_KWARG: torch_dtype},
+                use_safetensors=True,
+                attn_implementation=attention_implementation(torch_device),
+                **kwargs,
+            )
+        except (OSError, ValueError) as exc:
+            raise _load_error(name, exc) from exc
+        if getattr(model.config, "model_type", None) not in {"qwen3", "qwen2"}:
+            logger.warning(
+                "%s is a %r model, not Qwen3: the Qwen3 recipe may not apply", name, model.config.model_type
+            )
+        model.to(torch_device).eval()
+        loaded = LoadedModel(
+            name=name, model=model, tokenizer=tokenizer, device=torch_device, dtype=torch_dtype
+        )
+        _REGISTRY[key] = loaded
+        logger.info("loaded %s (%s) on %s in %s", name, kind, torch_device, torch_dtype)
+        return loaded
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def release_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()

@@ -1,0 +1,234 @@
+"""Qwen3-Embedding, faithful to the model card: instruction-formatted queries, ``<|endoftext|>``-terminated
+inputs, last-token pooling, Matryoshka truncation followed by re-normalisation."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from qwen3_rag._batching import run_batches, token_budget
+from qwen3_rag._forward import PrefixCache, last_token_states, run_prefix
+from qwen3_rag._loading import load_model
+from qwen3_rag._validation import check_instruction, check_positive, check_texts
+from qwen3_rag.prompts import DEFAULT_EMBEDDING_MODEL, DEFAULT_INSTRUCTION, ENDOFTEXT, format_query
+
+logger = logging.getLogger("qwen3_rag")
+
+MIN_DIMENSIONS = 32
+"""The smallest Matryoshka size Qwen3-Embedding was trained for."""
+
+_DEFAULT = object()  # "use the instance's setting", distinct from an explicit None
+
+
+class Qwen3Embedder:
+    """Embed queries and documents with a local Qwen3-Embedding model.
+
+    Args:
+        model: Hub id (``Qwen/Qwen3-Embedding-0.6B``, ``-4B``, ``-8B``) or a local folder.
+        device: ``None`` picks cuda > mps > cpu.
+        dtype: ``None`` picks bfloat16 on CUDA, float32 elsewhere; float16 only when asked.
+        dimensions: Matryoshka output size (32..hidden size) for every call; ``None`` keeps the full vector.
+        instruction: the task for queries (``Instruct: {instruction}\\nQuery:{query}``); ``None``/``""`` for none.
+        max_length: tokens per input, ``<|endoftext|>`` included; longer inputs are cut (and logged).
+        batch_size: inputs per forward pass.
+        max_batch_tokens: padded tokens per forward pass; ``None`` picks one for the device.
+        show_progress: a progress bar; ``None`` shows one only for long calls.
+
+    Example:
+        >>> emb = Qwen3Embedder("Qwen/Qwen3-Embedding-0.6B", dimensions=256)
+        >>> q = emb.embed_queries(["What is the capital of China?"])
+        >>> d = emb.embed_documents(["The capital of China is Beijing."])
+        >>> float(q @ d.T)  # cosine similarity: vectors are unit length
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike = DEFAULT_EMBEDDING_MODEL,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        dimensions: int | None = None,
+        instruction: str | None = DEFAULT_INSTRUCTION,
+        max_length: int = 8192,
+        batch_size: int = 32,
+        max_batch_tokens: int | None = None,
+        show_progress: bool | None = None,
+    ) -> None:
+        self.max_length = check_positive(max_length, "max_length")
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2 (one text token and <|endoftext|>), got {max_length}")
+        self.batch_size = check_positive(batch_size, "batch_size")
+        self.max_batch_tokens = check_positive(max_batch_tokens, "max_batch_tokens", allow_none=True)
+        self.instruction = check_instruction(instruction)
+        self.show_progress = show_progress
+        self._loaded = load_model(model, kind="embedding", device=device, dtype=dtype)
+        self.model_name = self._loaded.name
+        self.device = self._loaded.device
+        self.dtype = self._loaded.dtype
+        self.hidden_size: int = self._loaded.model.config.hidden_size
+        self._dimensions = self._check_dimensions(dimensions)
+        tokenizer = self._loaded.tokenizer
+        self._endoftext_id = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
+        if self._endoftext_id is None or self._endoftext_id == tokenizer.unk_token_id:
+            raise ValueError(
+                f"the tokenizer of {self.model_name!r} has no {ENDOFTEXT} token: not a Qwen3 tokenizer"
+            )
+
+    # -- public API ----------------------------------------------------------------------------------
+
+    @property
+    def dimension(self) -> int:
+        """The size of the vectors returned when a call does not pass ``dimensions``."""
+        return self._dimensions or self.hidden_size
+
+    @property
+    def dimensions(self) -> int | None:
+        """The default Matryoshka size (``None``: the full hidden size)."""
+        return self._dimensions
+
+    def embed_queries(
+        self,
+        texts: Sequence[str],
+        *,
+        instruction: str | None = _DEFAULT,
+        dimensions: int | None = None,  # type: ignore[assignment]
+    ) -> np.ndarray:
+        """Unit vectors for search queries, each formatted ``Instruct: {instruction}\\nQuery:{text}``.
+
+        ``instruction`` overrides the instance's task for this call; ``None`` or ``""`` means none.
+        Returns float32, shape (len(texts), dimensions).
+        """
+        instruction = self.instruction if instruction is _DEFAULT else check_instruction(instruction)
+        return self.embed(texts, instruction=instruction, dimensions=dimensions)
+
+    def embed_documents(self, texts: Sequence[str], *, dimensions: int | None = None) -> np.ndarray:
+        """Unit vectors for documents (no instruction, as in the card). float32, shape (len(texts), dimensions)."""
+        return self.embed(texts, instruction=None, dimensions=dimensions, name="texts")
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        instruction: str | None = None,
+        dimensions: int | None = None,
+        name: str = "texts",
+    ) -> np.ndarray:
+        """Unit vectors with ``instruction`` applied to every text (symmetric tasks put it on both sides)."""
+        texts = check_texts(texts, name)
+        dims = self._check_dimensions(dimensions) or self.dimension
+        if not texts:
+            return np.zeros((0, dims), dtype=np.float32)
+        instruction = check_instruction(instruction)
+        rows = self.tokenize(texts, instruction=instruction)
+        prefix_ids, prefix = self._instruction_prefix(instruction)
+        shared = [
+            bool(prefix_ids) and row[: len(prefix_ids)] == prefix_ids and len(row) > len(prefix_ids)
+            for row in rows
+        ]
+
+        def forward(batch: list[int]) -> torch.Tensor:
+            with torch.inference_mode():
+                if all(shared[i] for i in batch):
+                    states = last_token_states(
+                        self._loaded.model,
+                        [rows[i][len(prefix_ids) :] for i in batch],
+                        pad_id=self._endoftext_id,
+                        device=self.device,
+                        prefix=prefix,
+                    )
+                else:
+                    states = last_token_states(
+                        self._loaded.model,
+                        [rows[i] for i in batch],
+                        pad_id=self._endoftext_id,
+                        device=self.device,
+                    )
+                return _normalise(states.float()[:, :dims]).cpu()
+
+        lengths = [len(r) for r in rows]
+        vectors = run_batches(
+            forward,
+            lengths,
+            batch_size=self.batch_size,
+            max_batch_tokens=token_budget(self.max_batch_tokens, self.device),
+            device=self.device,
+            show_progress=self.show_progress,
+            desc="Embedding",
+        )
+        return torch.stack(vectors).numpy()
+
+    def tokenize(self, texts: Sequence[str], *, instruction: str | None = None) -> list[list[int]]:
+        """Token ids as the model sees them: the formatted text cut to ``max_length - 1`` tokens, then exactly one
+        ``<|endoftext|>`` -- whichever tokenizer generation is installed (today's appends it, the first did not)."""
+        texts = check_texts(texts)
+        formatted = [format_query(t, instruction) for t in texts]
+        with self._loaded.lock:
+            encoded = self._loaded.tokenizer(formatted, add_special_tokens=False, verbose=False)["input_ids"]
+        limit = self.max_length - 1
+        truncated = [len(ids) for ids in encoded if len(ids) > limit]
+        if truncated:
+            logger.warning(
+                "truncated %d of %d texts to max_length=%d tokens (longest was %d tokens); "
+                "raise max_length (up to 32768) to keep more",
+                len(truncated),
+                len(texts),
+                self.max_length,
+                max(truncated) + 1,
+            )
+        return [ids[:limit] + [self._endoftext_id] for ids in encoded]
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(model={self.model_name!r}, device={str(self.device)!r}, dtype={self.dtype}, "
+            f"dimensions={self._dimensions}, max_length={self.max_length})"
+        )
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _check_dimensions(self, dimensions: int | None) -> int | None:
+        if dimensions is None:
+            return None
+        if (
+            isinstance(dimensions, bool)
+            or not isinstance(dimensions, int)
+            or not (MIN_DIMENSIONS <= dimensions <= self.hidden_size)
+        ):
+            msg = (
+                f"dimensions must be an integer between {MIN_DIMENSIONS} and {self.hidden_size} "
+                f"(the hidden size of {self.model_name}), got {dimensions!r}"
+            )
+            raise ValueError(msg)
+        return dimensions
+
+    def _instruction_prefix(self, instruction: str | None) -> tuple[list[int], PrefixCache | None]:
+        """The key/value cache of ``Instruct: {instruction}\\nQuery``, computed once per instruction.
+
+        The prefix stops before ``:`` because the tokenizer merges that colon with the query's first word;
+        a query whose ids do not start with these ids is run in full instead.
+        """
+        if not instruction:
+            return [], None
+        with self._loaded.lock:
+            hit = self._loaded.cache.get(("instruction", instruction))
+            if hit is not None:
+                return hit
+            ids = self._loaded.tokenizer(format_query("", instruction), add_special_tokens=False)[
+                "input_ids"
+            ][:-1]
+            with torch.inference_mode():
+                entry = (ids, run_prefix(self._loaded.model, ids, self.device))
+            if len(self._loaded.cache) >= _MAX_CACHED_PREFIXES:
+                self._loaded.cache.pop(next(iter(self._loaded.cache)))
+            self._loaded.cache[("instruction", instruction)] = entry
+            return entry
+
+
+_MAX_CACHED_PREFIXES = 32
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x, p=2, dim=-1)

@@ -1,0 +1,204 @@
+"""Qwen3-Reranker, faithful to the model card: the card's chat prompt, document-end truncation, and
+P(yes) from the ``yes``/``no`` logits at the last position -- computed from those two rows of the output
+head only, with the query's shared prefix run once per call."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from qwen3_rag._batching import run_batches, token_budget
+from qwen3_rag._forward import last_token_states, run_prefix
+from qwen3_rag._loading import load_model
+from qwen3_rag._validation import check_instruction, check_positive, check_text, check_texts
+from qwen3_rag.prompts import (
+    DEFAULT_INSTRUCTION,
+    DEFAULT_RERANKER_MODEL,
+    RERANK_PREFIX,
+    RERANK_SUFFIX,
+    format_rerank_body,
+)
+
+logger = logging.getLogger("qwen3_rag")
+
+
+@dataclass(frozen=True, order=False)
+class RerankResult:
+    """One reranked document: its position in the input list and P(yes) in [0, 1]."""
+
+    index: int
+    score: float
+
+
+class Qwen3Reranker:
+    """Score (query, document) relevance with a local Qwen3-Reranker model.
+
+    Args:
+        model: Hub id (``Qwen/Qwen3-Reranker-0.6B``, ``-4B``, ``-8B``) or a local folder.
+        device: ``None`` picks cuda > mps > cpu.
+        dtype: ``None`` picks bfloat16 on CUDA, float32 elsewhere; float16 only when asked.
+        instruction: the ``<Instruct>:`` task; ``None`` is the card's default.
+        max_length: tokens per pair, prompt included; a longer document loses its end (logged).
+        batch_size: pairs per forward pass.
+        max_batch_tokens: padded tokens per forward pass; ``None`` picks one for the device.
+        reuse_prefix: run the tokens every pair shares (system prompt, instruction, query) once per call.
+        show_progress: a progress bar; ``None`` shows one only for long calls.
+
+    Example:
+        >>> rr = Qwen3Reranker("Qwen/Qwen3-Reranker-0.6B")
+        >>> rr.rerank("capital of China?", ["Beijing is the capital.", "Gravity pulls."], top_n=1)
+        [RerankResult(index=0, score=0.99...)]
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike = DEFAULT_RERANKER_MODEL,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        instruction: str | None = DEFAULT_INSTRUCTION,
+        max_length: int = 8192,
+        batch_size: int = 16,
+        max_batch_tokens: int | None = None,
+        reuse_prefix: bool = True,
+        show_progress: bool | None = None,
+    ) -> None:
+        self.max_length = check_positive(max_length, "max_length")
+        self.batch_size = check_positive(batch_size, "batch_size")
+        self.max_batch_tokens = check_positive(max_batch_tokens, "max_batch_tokens", allow_none=True)
+        self.instruction = check_instruction(instruction) or DEFAULT_INSTRUCTION
+        self.reuse_prefix = reuse_prefix
+        self.show_progress = show_progress
+        self._loaded = load_model(model, kind="reranker", device=device, dtype=dtype)
+        self.model_name = self._loaded.name
+        self.device = self._loaded.device
+        self.dtype = self._loaded.dtype
+        tokenizer = self._loaded.tokenizer
+        self._prefix_ids = tokenizer(RERANK_PREFIX, add_special_tokens=False)["input_ids"]
+        self._suffix_ids = tokenizer(RERANK_SUFFIX, add_special_tokens=False)["input_ids"]
+        if self.max_length <= len(self._prefix_ids) + len(self._suffix_ids):
+            msg = (
+                f"max_length must exceed the reranker prompt's {len(self._prefix_ids) + len(self._suffix_ids)} "
+                f"tokens, got {max_length}"
+            )
+            raise ValueError(msg)
+        yes_no = [_single_token_id(tokenizer, word, self.model_name) for word in ("no", "yes")]
+        model = self._loaded.model
+        self._decoder = model.get_decoder()
+        # Only these two rows of the 151,669-row head are ever read: [no, yes].
+        self._head = model.get_output_embeddings().weight[yes_no].detach().float()
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    # -- public API ----------------------------------------------------------------------------------
+
+    def score(self, query: str, documents: Sequence[str], *, instruction: str | None = None) -> list[float]:
+        """P(yes) in [0, 1] for each document, in input order. ``instruction=None`` uses the instance's."""
+        query = check_text(query, "query")
+        documents = check_texts(documents, "documents")
+        if not documents:
+            return []
+        instruction = check_instruction(instruction) or self.instruction
+        rows = self.tokenize(query, documents, instruction=instruction)
+        shared = _common_prefix_length(rows) if self.reuse_prefix else 0
+        prefix = None
+        if shared:
+            with torch.inference_mode():
+                prefix = run_prefix(self._decoder, rows[0][:shared], self.device)
+
+        def forward(batch: list[int]) -> list[float]:
+            with torch.inference_mode():
+                states = last_token_states(
+                    self._decoder,
+                    [rows[i][shared:] for i in batch],
+                    pad_id=self._pad_id,
+                    device=self.device,
+                    prefix=prefix,
+                )
+                logits = states.float() @ self._head.T
+                return torch.log_softmax(logits, dim=-1)[:, 1].exp().tolist()
+
+        return run_batches(
+            forward,
+            [len(r) for r in rows],
+            batch_size=self.batch_size,
+            max_batch_tokens=token_budget(self.max_batch_tokens, self.device),
+            device=self.device,
+            show_progress=self.show_progress,
+            desc="Reranking",
+        )
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        instruction: str | None = None,
+    ) -> list[RerankResult]:
+        """Documents best first as ``RerankResult(index, score)``, at most ``top_n`` of them."""
+        top_n = check_positive(top_n, "top_n", allow_none=True)
+        scores = self.score(query, documents, instruction=instruction)
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties keep input order
+        return [RerankResult(i, scores[i]) for i in order[:top_n]]
+
+    def tokenize(
+        self, query: str, documents: Sequence[str], *, instruction: str | None = None
+    ) -> list[list[int]]:
+        """Token ids per pair, exactly as the card builds them: ``prefix + body + suffix``, the body one
+        string cut at its end to ``max_length - len(prefix) - len(suffix)`` tokens."""
+        instruction = instruction or self.instruction
+        budget = self.max_length - len(self._prefix_ids) - len(self._suffix_ids)
+        bodies = [format_rerank_body(query, doc, instruction) for doc in documents]
+        with self._loaded.lock:
+            encoded = self._loaded.tokenizer(bodies, add_special_tokens=False, verbose=False)["input_ids"]
+            head = len(
+                self._loaded.tokenizer(
+                    format_rerank_body(query, "", instruction).rstrip(), add_special_tokens=False
+                )["input_ids"]
+            )
+        truncated = [len(ids) for ids in encoded if len(ids) > budget]
+        if truncated:
+            if head >= budget:
+                msg = (
+                    f"the instruction and query take {head} tokens, leaving no room for documents within "
+                    f"max_length={self.max_length}; shorten the query or raise max_length"
+                )
+                raise ValueError(msg)
+            logger.warning(
+                "truncated %d of %d documents to fit max_length=%d tokens (longest pair was %d tokens); "
+                "the end of each document was cut",
+                len(truncated),
+                len(documents),
+                self.max_length,
+                max(truncated) + len(self._prefix_ids) + len(self._suffix_ids),
+            )
+        return [self._prefix_ids + ids[:budget] + self._suffix_ids for ids in encoded]
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(model={self.model_name!r}, device={str(self.device)!r}, dtype={self.dtype}, "
+            f"max_length={self.max_length})"
+        )
+
+
+def _single_token_id(tokenizer, word: str, model_name: str) -> int:
+    ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(
+            f"{word!r} is not a single token in the tokenizer of {model_name!r}: not a Qwen3 reranker"
+        )
+    return ids[0]
+
+
+def _common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """Tokens every row starts with, leaving at least one token per row to run."""
+    shortest = min(len(r) for r in rows)
+    first = rows[0]
+    n = 0
+    while n < shortest - 1 and all(r[n] == first[n] for r in rows):
+        n += 1
+    return n
