@@ -1,0 +1,173 @@
+"""LangChain ``Embeddings`` over a local Qwen3-Embedding model (a thin layer on :class:`qwen3_rag.Qwen3Embedder`)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from langchain_core.embeddings import Embeddings
+from langchain_core.runnables.config import run_in_executor
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from typing_extensions import Self
+
+from qwen3_rag import DEFAULT_EMBEDDING_MODEL, DEFAULT_INSTRUCTION, Qwen3Embedder
+
+
+class Qwen3Embeddings(BaseModel, Embeddings):
+    """Qwen3-Embedding run locally, with the model card's query instruction.
+
+    Queries are embedded as ``Instruct: {query_instruction}\\nQuery:{text}`` (newline kept, no space after
+    ``Query:``); documents get no instruction. Vectors are L2-normalised, so cosine similarity is a dot
+    product. Instances built with the same ``model``, ``device`` and ``dtype`` -- here, in
+    ``llama_index_qwen3`` or in ``qwen3_rag`` -- share one loaded model.
+
+    Setup:
+        Install ``qwen3-rag`` with the LangChain extra (install the torch build for your hardware first).
+
+        ```bash
+        pip install "qwen3-rag[langchain]"
+        ```
+
+    Key init args — embedding params:
+        model: str
+            Hub id (``Qwen/Qwen3-Embedding-0.6B``, ``-4B``, ``-8B``) or a local folder; alias ``model_name``.
+        dimensions: int | None
+            Matryoshka size, 32 up to the hidden size; ``None`` keeps the full vector.
+        query_instruction: str | None
+            The retrieval task written in front of every query; ``None`` embeds queries as they are.
+
+    Key init args — runtime params:
+        device: str | None
+            ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"cpu"``; ``None`` picks cuda > mps > cpu.
+        dtype: str | None
+            ``"bfloat16"``, ``"float32"``, ``"float16"``; ``None`` is bfloat16 on CUDA, float32 elsewhere.
+        batch_size: int
+            Texts per forward pass.
+        max_length: int
+            Tokens per text; longer texts lose their end.
+
+    Instantiate:
+        ```python
+        from langchain_qwen3 import Qwen3Embeddings
+
+        embeddings = Qwen3Embeddings(
+            model="Qwen/Qwen3-Embedding-0.6B",
+            dimensions=256,
+            # query_instruction="Given a web search query, retrieve relevant passages that answer the query",
+            # device="cuda", dtype="bfloat16", batch_size=32, max_length=8192,
+        )
+        ```
+
+    Embed single text:
+        ```python
+        vector = embeddings.embed_query("What is the capital of China?")
+        print(len(vector))
+        ```
+
+        ```txt
+        256
+        ```
+
+    Embed multiple texts:
+        ```python
+        vectors = embeddings.embed_documents(
+            ["The capital of China is Beijing.", "Gravity is a force that attracts two bodies."]
+        )
+        print(len(vectors), len(vectors[0]))
+        ```
+
+        ```txt
+        2 256
+        ```
+
+    Async:
+        The model runs in a worker thread, so the event loop stays free.
+
+        ```python
+        vector = await embeddings.aembed_query("What is the capital of China?")
+        vectors = await embeddings.aembed_documents(["The capital of China is Beijing."])
+        ```
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        protected_namespaces=(),
+        use_attribute_docstrings=True,
+    )
+
+    model: str = Field(default=DEFAULT_EMBEDDING_MODEL, alias="model_name")
+    """Hub id (``Qwen/Qwen3-Embedding-0.6B``, ``-4B``, ``-8B``) or a local folder; also accepted as ``model_name``."""
+    dimensions: int | None = None
+    """Matryoshka output size, 32 up to the model's hidden size (1024 for 0.6B); ``None`` keeps the full vector."""
+    query_instruction: str | None = DEFAULT_INSTRUCTION
+    """Task written as ``Instruct: {query_instruction}\\nQuery:{query}`` before each query; ``None`` for none."""
+    device: str | None = None
+    """Torch device (``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"cpu"``); ``None`` picks cuda > mps > cpu."""
+    dtype: str | None = None
+    """``"bfloat16"``, ``"float32"`` or ``"float16"``; ``None`` is bfloat16 on CUDA and float32 elsewhere."""
+    batch_size: int = 32
+    """Texts per forward pass."""
+    max_length: int = 8192
+    """Tokens per text, ``<|endoftext|>`` included; a longer text loses its end (and a warning is logged)."""
+    max_batch_tokens: int | None = None
+    """Padded tokens per forward pass; ``None`` picks a budget for the device."""
+    show_progress: bool | None = None
+    """Show a progress bar; ``None`` shows one only for long calls."""
+
+    _core: Qwen3Embedder = PrivateAttr()
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_path_to_str(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @model_validator(mode="after")
+    def _load_core(self) -> Self:
+        self._core = Qwen3Embedder(
+            self.model,
+            device=self.device,
+            dtype=self.dtype,
+            dimensions=self.dimensions,
+            instruction=self.query_instruction,
+            max_length=self.max_length,
+            batch_size=self.batch_size,
+            max_batch_tokens=self.max_batch_tokens,
+            show_progress=self.show_progress,
+        )
+        return self
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed documents as they are (no instruction).
+
+        Args:
+            texts: The documents.
+
+        Returns:
+            One unit vector per text, in input order.
+        """
+        return self._core.embed_documents(texts, dimensions=self.dimensions).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed a search query, formatted ``Instruct: {query_instruction}\\nQuery:{text}``.
+
+        Args:
+            text: The query.
+
+        Returns:
+            A unit vector.
+        """
+        if not isinstance(text, str):  # a list would otherwise be embedded as several queries
+            msg = f"text must be a str, got {type(text).__name__}"
+            raise TypeError(msg)
+        return self._core.embed_queries([text], instruction=self.query_instruction, dimensions=self.dimensions)[
+            0
+        ].tolist()
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Like :meth:`embed_documents`, with the model run in a worker thread."""
+        return await run_in_executor(None, self.embed_documents, texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """Like :meth:`embed_query`, with the model run in a worker thread."""
+        return await run_in_executor(None, self.embed_query, text)
