@@ -1,0 +1,133 @@
+"""``qwen3-rag ask``: a local chat model (transformers) answers from the retrieved passages, citing them."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from qwen3_rag._loading import ModelLoadError, attention_implementation, resolve_device, resolve_dtype
+
+DEFAULT_LLM = "Qwen/Qwen3-0.6B"
+"""A small Qwen3 chat model; any transformers chat model with a chat template works (``--llm``)."""
+
+SYSTEM_PROMPT = (
+    "You answer questions using only the numbered context passages the user gives you. "
+    "Cite every passage you use by its number in square brackets, like [1] or [2][3]. "
+    "If the passages do not contain the answer, say that you do not know. Be concise."
+)
+
+_THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
+
+
+def build_messages(question: str, passages: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    """The chat: a system prompt asking for cited answers, then the passages as ``[n] (source)`` blocks and the
+    question. ``passages`` holds ``(source label, text)`` pairs, best first; ``[n]`` is their 1-based position."""
+    blocks = [f"[{n}] (source: {label})\n{text.strip()}" for n, (label, text) in enumerate(passages, start=1)]
+    context = "\n\n".join(blocks) if blocks else "(no passages were found)"
+    user = f"Context passages:\n\n{context}\n\nQuestion: {question.strip()}"
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def cited_numbers(answer: str, count: int) -> list[int]:
+    """The passage numbers ``[n]`` the answer cites, in order of first citation, within 1..count."""
+    seen: dict[int, None] = {}
+    for match in re.finditer(r"\[(\d+(?:\s*,\s*\d+)*)\]", answer):
+        for number in re.split(r"\s*,\s*", match.group(1)):
+            if 1 <= int(number) <= count:
+                seen.setdefault(int(number))
+    return list(seen)
+
+
+def strip_thinking(text: str) -> str:
+    """Drop a ``<think>...</think>`` block that a reasoning model may write before its answer."""
+    return _THINK.sub("", text).strip()
+
+
+class ChatModel:
+    """A transformers causal LM with a chat template, greedy decoding, loaded once."""
+
+    def __init__(self, model: str | os.PathLike, *, device: str | None = None, dtype: str | None = None) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_name = os.fspath(model)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        local = Path(self.model_name).expanduser()
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
+        kwargs: dict[str, Any] = {"trust_remote_code": False}
+        if offline or local.exists():
+            kwargs["local_files_only"] = True
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_name, **kwargs)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                self.model_name,
+                dtype=self.dtype,
+                attn_implementation=attention_implementation(self.device),
+                **kwargs,
+            )
+        except (OSError, ValueError) as exc:
+            where = "a local folder" if local.exists() else "a Hugging Face Hub id"
+            msg = (
+                f"Could not load the chat model {self.model_name!r} (looked for it as {where}"
+                f"{'; HF_HUB_OFFLINE is set, so only the local cache was searched' if offline else ''}). "
+                "Pass --llm (or QWEN3_RAG_LLM) as a local folder holding a transformers causal LM with a chat "
+                f"template, or a Hub id such as {DEFAULT_LLM!r} with network access. Cause: {type(exc).__name__}: {exc}"
+            )
+            raise ModelLoadError(msg) from exc
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            raise ModelLoadError(
+                f"{self.model_name!r} has no chat template: --llm needs an instruction-tuned chat model"
+            )
+        self.model.to(self.device).eval()
+
+    def generate(
+        self, messages: list[dict[str, str]], *, max_new_tokens: int = 512, stream: TextIO | None = None
+    ) -> str:
+        """The model's reply to ``messages`` (thinking switched off where the template supports it)."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        inputs = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True, enable_thinking=False
+        ).to(self.device)
+        kwargs: dict[str, Any] = {
+            **inputs,
+            "max_new_tokens": max_new_tokens,
+            "do_sample": False,
+            "temperature": None,
+            "top_p": None,
+            "top_k": None,
+        }
+        if self.tokenizer.pad_token_id is not None:
+            kwargs["pad_token_id"] = self.tokenizer.pad_token_id
+        if stream is None:
+            with torch.inference_mode():
+                output = self.model.generate(**kwargs)
+            reply = self.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+            return strip_thinking(reply)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**kwargs, streamer=streamer)
+            except BaseException as exc:  # re-raised in the caller's thread
+                errors.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        pieces = []
+        for piece in streamer:
+            pieces.append(piece)
+            stream.write(piece)
+            stream.flush()
+        worker.join()
+        if errors:
+            raise errors[0]
+        return strip_thinking("".join(pieces))
