@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
@@ -10,6 +9,7 @@ from langchain_core.runnables.config import run_in_executor
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self
 
+from langchain_qwen3._config import plain_model, plain_torch
 from qwen3_rag import DEFAULT_EMBEDDING_MODEL, DEFAULT_INSTRUCTION, Qwen3Embedder
 
 
@@ -19,7 +19,8 @@ class Qwen3Embeddings(BaseModel, Embeddings):
     Queries are embedded as ``Instruct: {query_instruction}\\nQuery:{text}`` (newline kept, no space after
     ``Query:``); documents get no instruction. Vectors are L2-normalised, so cosine similarity is a dot
     product. Instances built with the same ``model``, ``device`` and ``dtype`` -- here, in
-    ``llama_index_qwen3`` or in ``qwen3_rag`` -- share one loaded model.
+    ``llama_index_qwen3`` or in ``qwen3_rag`` -- share one loaded model. The fields that choose the model
+    and how it runs are frozen (build a new object to change them); ``query_instruction`` may be set later.
 
     Setup:
         Install ``qwen3-rag`` with the LangChain extra (install the torch build for your hardware first).
@@ -51,8 +52,8 @@ class Qwen3Embeddings(BaseModel, Embeddings):
         from langchain_qwen3 import Qwen3Embeddings
 
         embeddings = Qwen3Embeddings(
-            model="Qwen/Qwen3-Embedding-0.6B",
-            dimensions=256,
+            model="Qwen/Qwen3-Embedding-0.6B",  # or a local folder
+            # dimensions=256,  # Matryoshka: any size from 32 to 1024 (the 0.6B's hidden size)
             # query_instruction="Given a web search query, retrieve relevant passages that answer the query",
             # device="cuda", dtype="bfloat16", batch_size=32, max_length=8192,
         )
@@ -65,7 +66,7 @@ class Qwen3Embeddings(BaseModel, Embeddings):
         ```
 
         ```txt
-        256
+        1024
         ```
 
     Embed multiple texts:
@@ -77,15 +78,15 @@ class Qwen3Embeddings(BaseModel, Embeddings):
         ```
 
         ```txt
-        2 256
+        2 1024
         ```
 
     Async:
         The model runs in a worker thread, so the event loop stays free.
 
         ```python
-        vector = await embeddings.aembed_query("What is the capital of China?")
-        vectors = await embeddings.aembed_documents(["The capital of China is Beijing."])
+        query_vector = await embeddings.aembed_query("What is the capital of China?")
+        document_vectors = await embeddings.aembed_documents(["The capital of China is Beijing."])
         ```
     """
 
@@ -94,33 +95,39 @@ class Qwen3Embeddings(BaseModel, Embeddings):
         populate_by_name=True,
         protected_namespaces=(),
         use_attribute_docstrings=True,
+        validate_assignment=True,
     )
 
-    model: str = Field(default=DEFAULT_EMBEDDING_MODEL, alias="model_name")
+    model: str = Field(default=DEFAULT_EMBEDDING_MODEL, alias="model_name", frozen=True)
     """Hub id (``Qwen/Qwen3-Embedding-0.6B``, ``-4B``, ``-8B``) or a local folder; also accepted as ``model_name``."""
-    dimensions: int | None = None
+    dimensions: int | None = Field(default=None, frozen=True)
     """Matryoshka output size, 32 up to the model's hidden size (1024 for 0.6B); ``None`` keeps the full vector."""
     query_instruction: str | None = DEFAULT_INSTRUCTION
     """Task written as ``Instruct: {query_instruction}\\nQuery:{query}`` before each query; ``None`` for none."""
-    device: str | None = None
+    device: str | None = Field(default=None, frozen=True)
     """Torch device (``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"cpu"``); ``None`` picks cuda > mps > cpu."""
-    dtype: str | None = None
+    dtype: str | None = Field(default=None, frozen=True)
     """``"bfloat16"``, ``"float32"`` or ``"float16"``; ``None`` is bfloat16 on CUDA and float32 elsewhere."""
-    batch_size: int = 32
+    batch_size: int = Field(default=32, frozen=True)
     """Texts per forward pass."""
-    max_length: int = 8192
+    max_length: int = Field(default=8192, frozen=True)
     """Tokens per text, ``<|endoftext|>`` included; a longer text loses its end (and a warning is logged)."""
-    max_batch_tokens: int | None = None
+    max_batch_tokens: int | None = Field(default=None, frozen=True)
     """Padded tokens per forward pass; ``None`` picks a budget for the device."""
-    show_progress: bool | None = None
+    show_progress: bool | None = Field(default=None, frozen=True)
     """Show a progress bar; ``None`` shows one only for long calls."""
 
     _core: Qwen3Embedder = PrivateAttr()
 
     @field_validator("model", mode="before")
     @classmethod
-    def _model_path_to_str(cls, value: Any) -> Any:
-        return os.fspath(value) if isinstance(value, os.PathLike) else value
+    def _path_as_string(cls, value: Any) -> Any:
+        return plain_model(value)
+
+    @field_validator("device", "dtype", mode="before")
+    @classmethod
+    def _torch_objects_as_strings(cls, value: Any) -> Any:
+        return plain_torch(value)
 
     @model_validator(mode="after")
     def _load_core(self) -> Self:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from copy import deepcopy
 from typing import Any
@@ -13,6 +12,7 @@ from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self
 
+from langchain_qwen3._config import plain_model, plain_torch
 from qwen3_rag import DEFAULT_INSTRUCTION, DEFAULT_RERANKER_MODEL, Qwen3Reranker
 
 
@@ -35,7 +35,9 @@ class Qwen3Rerank(BaseDocumentCompressor):
     ``compress_documents`` returns NEW documents, best first, at most ``top_n`` of them, each a copy of
     the input (same ``id``, ``page_content`` and metadata) with ``metadata["relevance_score"]`` added;
     the input documents are never changed. Instances built with the same ``model``, ``device`` and
-    ``dtype`` -- here, in ``llama_index_qwen3`` or in ``qwen3_rag`` -- share one loaded model.
+    ``dtype`` -- here, in ``llama_index_qwen3`` or in ``qwen3_rag`` -- share one loaded model. The fields
+    that choose the model and how it runs are frozen (build a new object to change them); ``top_n``,
+    ``score_threshold`` and ``instruction`` may be set later.
 
     Setup:
         Install ``qwen3-rag`` with the LangChain extra (install the torch build for your hardware first).
@@ -124,9 +126,10 @@ class Qwen3Rerank(BaseDocumentCompressor):
         populate_by_name=True,
         protected_namespaces=(),
         use_attribute_docstrings=True,
+        validate_assignment=True,
     )
 
-    model: str = Field(default=DEFAULT_RERANKER_MODEL, alias="model_name")
+    model: str = Field(default=DEFAULT_RERANKER_MODEL, alias="model_name", frozen=True)
     """Hub id (``Qwen/Qwen3-Reranker-0.6B``, ``-4B``, ``-8B``) or a local folder; also accepted as ``model_name``."""
     top_n: int | None = Field(default=3, ge=1)
     """Documents to return, best first; ``None`` returns every document."""
@@ -134,25 +137,30 @@ class Qwen3Rerank(BaseDocumentCompressor):
     """Drop documents whose relevance score (P(yes), 0..1) is below this; ``None`` keeps all."""
     instruction: str | None = DEFAULT_INSTRUCTION
     """The ``<Instruct>:`` task of the reranker prompt; ``None`` uses the card's web-search default."""
-    device: str | None = None
+    device: str | None = Field(default=None, frozen=True)
     """Torch device (``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"cpu"``); ``None`` picks cuda > mps > cpu."""
-    dtype: str | None = None
+    dtype: str | None = Field(default=None, frozen=True)
     """``"bfloat16"``, ``"float32"`` or ``"float16"``; ``None`` is bfloat16 on CUDA and float32 elsewhere."""
-    batch_size: int = 16
+    batch_size: int = Field(default=16, frozen=True)
     """(query, document) pairs per forward pass."""
-    max_length: int = 8192
+    max_length: int = Field(default=8192, frozen=True)
     """Tokens per pair, prompt included; a longer document loses its end (and a warning is logged)."""
-    max_batch_tokens: int | None = None
+    max_batch_tokens: int | None = Field(default=None, frozen=True)
     """Padded tokens per forward pass; ``None`` picks a budget for the device."""
-    show_progress: bool | None = None
+    show_progress: bool | None = Field(default=None, frozen=True)
     """Show a progress bar; ``None`` shows one only for long calls."""
 
     _core: Qwen3Reranker = PrivateAttr()
 
     @field_validator("model", mode="before")
     @classmethod
-    def _model_path_to_str(cls, value: Any) -> Any:
-        return os.fspath(value) if isinstance(value, os.PathLike) else value
+    def _path_as_string(cls, value: Any) -> Any:
+        return plain_model(value)
+
+    @field_validator("device", "dtype", mode="before")
+    @classmethod
+    def _torch_objects_as_strings(cls, value: Any) -> Any:
+        return plain_torch(value)
 
     @model_validator(mode="after")
     def _load_core(self) -> Self:
