@@ -13,4 +13,3 @@ def stringify_torch(value: Any) -> Any:
     if type(value).__module__ == "torch":
         return str(value).removeprefix("torch.")
     return value
-

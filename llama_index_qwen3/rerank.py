@@ -172,12 +172,8 @@ class Qwen3Rerank(BaseNodePostprocessor):
             },
         ) as event:
             texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
-            results = self._reranker.rerank(
-                query_bundle.query_str, texts, top_n=top_n, instruction=self.instruction
-            )
-            reranked = [
-                NodeWithScore(node=self._output_node(nodes[r.index]), score=r.score) for r in results
-            ]
+            results = self._reranker.rerank(query_bundle.query_str, texts, top_n=top_n, instruction=self.instruction)
+            reranked = [NodeWithScore(node=self._output_node(nodes[r.index]), score=r.score) for r in results]
             event.on_end(payload={EventPayload.NODES: reranked})
         dispatcher.event(ReRankEndEvent(nodes=reranked))
         return reranked
