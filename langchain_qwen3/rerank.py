@@ -101,6 +101,8 @@ class Qwen3Rerank(BaseDocumentCompressor):
         ```
 
     In a retriever:
+        ``ContextualCompressionRetriever`` lives in ``langchain-classic`` (``pip install langchain-classic``).
+
         ```python
         from langchain_classic.retrievers import ContextualCompressionRetriever
         from langchain_core.vectorstores import InMemoryVectorStore
