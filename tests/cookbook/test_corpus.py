@@ -1,0 +1,126 @@
+"""What ``qwen3-rag index`` reads and how it cuts it: file discovery, text extraction, the chunker, the ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qwen3_rag._corpus import (
+    SkippedFile,
+    UsageError,
+    chunk_id,
+    file_version,
+    find_files,
+    html_to_text,
+    read_text,
+    split_text,
+    title_of,
+)
+
+DATA = Path(__file__).resolve().parents[2] / "cookbook" / "data"
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def test_folders_yield_supported_files_sorted_without_hidden_ones(tmp_path):
+    for name in ["b.md", "a.txt", "sub/c.rst", "page.html", "data.json", ".hidden.md", ".git/x.md", "img.png"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    found = [p.relative_to(tmp_path.resolve()).as_posix() for p in find_files([tmp_path])]
+    assert found == ["a.txt", "b.md", "page.html", "sub/c.rst"]
+
+
+def test_a_file_named_explicitly_is_read_whatever_its_suffix_and_listed_once(tmp_path):
+    notes = tmp_path / "NOTES"
+    notes.write_text("plain text")
+    (tmp_path / "a.md").write_text("x")
+    assert find_files([notes, tmp_path / "a.md", tmp_path]) == [notes.resolve(), (tmp_path / "a.md").resolve()]
+
+
+def test_the_sample_corpus_is_found_without_its_questions_file():
+    names = {p.name for p in find_files([DATA])}
+    assert len(names) >= 15
+    assert "questions.json" not in names
+    assert {Path(n).suffix for n in names} == {".md", ".txt"}
+
+
+def test_missing_paths_and_empty_folders_are_usage_errors(tmp_path):
+    with pytest.raises(UsageError, match="no such file or folder"):
+        find_files([tmp_path / "missing"])
+    with pytest.raises(UsageError, match="holds no files to index"):
+        find_files([tmp_path])
+
+
+def test_binary_non_utf8_and_empty_files_are_skipped_with_a_reason(tmp_path):
+    cases = {"bin.txt": b"abc\x00def", "latin.txt": "d\xe9j\xe0".encode("latin-1"), "blank.md": b" \n\n "}
+    reasons = {}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(SkippedFile) as info:
+            read_text(tmp_path / name)
+        reasons[name] = str(info.value)
+    assert reasons == {"bin.txt": "binary file", "latin.txt": "not UTF-8 text (byte 1)", "blank.md": "empty file"}
+
+
+def test_text_is_decoded_with_bom_and_newlines_normalised(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"\xef\xbb\xbfline one\r\nline two\r")
+    assert read_text(tmp_path / "a.txt") == "line one\nline two\n"
+
+
+def test_html_keeps_visible_text_in_paragraphs():
+    html = "<html><head><title>T</title><style>p{}</style></head><body><h1>Head</h1><p>One &amp; two.</p>"
+    html += "<script>alert(1)</script><p>Three</p></body></html>"
+    assert html_to_text(html) == "Head\n\nOne & two.\n\nThree"
+
+
+def test_title_is_the_first_heading_or_line():
+    assert title_of("\n# Solar system\n\ntext", Path("x.md")) == "Solar system"
+    assert title_of("Plain first line\nmore", Path("x.txt")) == "Plain first line"
+
+
+def test_chunks_respect_the_size_end_at_sentences_and_overlap():
+    sentences = [f"Sentence {i} has exactly six words." for i in range(30)]
+    text = " ".join(sentences[:15]) + "\n\n" + " ".join(sentences[15:])
+    chunks = split_text(text, chunk_size=40, overlap=12)
+    assert all(words(c) <= 40 for c in chunks)
+    assert all(c.endswith(".") for c in chunks)
+    for previous, current in zip(chunks, chunks[1:], strict=False):
+        first = current.replace("\n\n", " ").split(". ")
+        carried = ". ".join(first[:2]) + "."  # overlap 12 words = the last two six-word sentences
+        assert previous.replace("\n\n", " ").endswith(carried)
+        assert first[2] not in previous
+    covered = " ".join(chunks)
+    assert all(s in covered for s in sentences)
+
+
+def test_paragraph_breaks_survive_inside_chunks():
+    chunks = split_text("First paragraph.\n\nSecond paragraph.", chunk_size=50, overlap=0)
+    assert chunks == ["First paragraph.\n\nSecond paragraph."]
+
+
+def test_a_sentence_longer_than_a_chunk_is_cut_into_pieces():
+    chunks = split_text(" ".join(["word"] * 25), chunk_size=10, overlap=0)
+    assert [words(c) for c in chunks] == [10, 10, 5]
+
+
+def test_chunking_is_deterministic():
+    text = (DATA / "matryoshka_embeddings.md").read_text(encoding="utf-8")
+    assert split_text(text, chunk_size=60, overlap=15) == split_text(text, chunk_size=60, overlap=15)
+
+
+def test_overlap_must_be_smaller_than_the_chunk():
+    with pytest.raises(UsageError, match="--chunk-overlap"):
+        split_text("a b c", chunk_size=5, overlap=5)
+
+
+def test_ids_depend_on_path_content_chunking_and_position():
+    version = file_version("text", chunk_size=200, overlap=40)
+    assert version == file_version("text", chunk_size=200, overlap=40)
+    assert version != file_version("text!", chunk_size=200, overlap=40)
+    assert version != file_version("text", chunk_size=100, overlap=40)
+    ids = {chunk_id("/a.md", version, 0), chunk_id("/b.md", version, 0), chunk_id("/a.md", version, 1)}
+    assert len(ids) == 3
+    assert chunk_id("/a.md", version, 0) == chunk_id("/a.md", version, 0)

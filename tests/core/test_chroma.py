@@ -1,0 +1,156 @@
+"""``qwen3_rag.chroma.Qwen3EmbeddingFunction``: chromadb's embedding-function protocol with the Qwen3 recipe --
+documents bare, queries with the instruction through chromadb's query hook -- and chromadb kept optional."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import chromadb
+import numpy as np
+import pytest
+from chromadb.config import Settings
+
+from qwen3_rag import DEFAULT_INSTRUCTION, ModelLoadError, Qwen3Embedder
+from qwen3_rag.chroma import CHROMA_HAS_QUERY_HOOK, Qwen3EmbeddingFunction
+
+DOCS = ["Beijing is the capital of China.", "Gravity pulls bodies together.", "Bread needs flour and water."]
+QUERY = "What is the capital of China?"
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_embedding_path) -> Qwen3Embedder:
+    return Qwen3Embedder(tiny_embedding_path, device="cpu")
+
+
+@pytest.fixture
+def function(tiny_embedding_path, embedder) -> Qwen3EmbeddingFunction:
+    return Qwen3EmbeddingFunction(str(tiny_embedding_path), device="cpu")
+
+
+@pytest.fixture
+def client(tmp_path):
+    return chromadb.PersistentClient(path=str(tmp_path / "db"), settings=Settings(anonymized_telemetry=False))
+
+
+def test_documents_are_embedded_without_the_instruction(function, embedder):
+    vectors = function(DOCS)
+    assert len(vectors) == 3
+    np.testing.assert_allclose(np.stack(vectors), embedder.embed_documents(DOCS), atol=1e-6)
+
+
+def test_queries_are_embedded_with_the_instruction(function, embedder):
+    expected = embedder.embed_queries([QUERY], instruction=DEFAULT_INSTRUCTION)
+    bare = embedder.embed_documents([QUERY])
+    got = np.stack(function.embed_query([QUERY]))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert not np.allclose(got, bare, atol=1e-3)
+
+
+def test_installed_chromadb_has_a_query_hook():
+    assert CHROMA_HAS_QUERY_HOOK  # chromadb 1.x: query_texts go through embed_query
+
+
+def test_collection_query_texts_use_the_instruction_and_add_uses_none(client, function, embedder):
+    collection = client.create_collection(
+        "docs", embedding_function=function, configuration={"hnsw": {"space": "cosine"}}
+    )
+    collection.add(ids=["0", "1", "2"], documents=DOCS)
+    stored = collection.get(ids=["0", "1", "2"], include=["embeddings"])["embeddings"]
+    np.testing.assert_allclose(np.asarray(stored), embedder.embed_documents(DOCS), atol=1e-6)
+
+    result = collection.query(query_texts=[QUERY], n_results=3, include=["distances"])
+    query = embedder.embed_queries([QUERY], instruction=DEFAULT_INSTRUCTION)[0]
+    expected = {str(i): 1.0 - float(query @ doc) for i, doc in enumerate(embedder.embed_documents(DOCS))}
+    got = dict(zip(result["ids"][0], result["distances"][0], strict=True))
+    assert got == pytest.approx(expected, abs=1e-4)
+
+
+def test_matryoshka_vectors_have_the_asked_size_and_unit_length(tiny_embedding_path, embedder):
+    function = Qwen3EmbeddingFunction(str(tiny_embedding_path), dimensions=32, device="cpu")
+    for vectors in (function(DOCS), function.embed_query([QUERY])):
+        matrix = np.stack(vectors)
+        assert matrix.shape[1] == 32
+        np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
+
+
+def test_no_instruction_embeds_queries_as_documents(tiny_embedding_path, embedder):
+    function = Qwen3EmbeddingFunction(str(tiny_embedding_path), instruction=None, device="cpu")
+    np.testing.assert_allclose(np.stack(function.embed_query([QUERY])), embedder.embed_documents([QUERY]), atol=1e-6)
+
+
+def test_config_round_trips_and_a_reopened_collection_rebuilds_the_function(tmp_path, tiny_embedding_path, embedder):
+    function = Qwen3EmbeddingFunction(str(tiny_embedding_path), dimensions=48, instruction="Find recipes")
+    assert function.get_config() == {
+        "model": str(tiny_embedding_path),
+        "dimensions": 48,
+        "instruction": "Find recipes",
+        "max_length": 8192,
+    }
+    rebuilt = Qwen3EmbeddingFunction.build_from_config(function.get_config())
+    assert rebuilt.get_config() == function.get_config()
+
+    path = str(tmp_path / "db")
+    settings = Settings(anonymized_telemetry=False)
+    chromadb.PersistentClient(path=path, settings=settings).create_collection("docs", embedding_function=function).add(
+        ids=["0", "1", "2"], documents=DOCS
+    )
+    reopened = chromadb.PersistentClient(path=path, settings=settings).get_collection("docs")  # no function given
+    result = reopened.query(query_texts=[QUERY], n_results=1, include=["embeddings", "distances"])
+    query = embedder.embed_queries([QUERY], instruction="Find recipes", dimensions=48)[0]
+    best = np.asarray(result["embeddings"][0][0])
+    assert result["distances"][0][0] == pytest.approx(1.0 - float(query @ best), abs=1e-4)
+
+
+def test_the_model_loads_on_first_use_not_when_a_collection_is_opened(tmp_path):
+    function = Qwen3EmbeddingFunction(str(tmp_path / "not-downloaded"))
+    assert function.name() == "qwen3_rag"
+    with pytest.raises(ModelLoadError, match="not-downloaded"):
+        function(["text"])
+
+
+def test_an_existing_embedder_is_used_as_is(embedder):
+    function = Qwen3EmbeddingFunction(embedder=embedder, dimensions=32)
+    assert function.embedder is embedder
+    assert function.model == embedder.model_name
+    assert np.stack(function(DOCS)).shape == (3, 32)
+
+
+def test_bad_arguments_fail_at_construction():
+    with pytest.raises(ValueError, match="dimensions must be an integer >= 32"):
+        Qwen3EmbeddingFunction(dimensions=16)
+    with pytest.raises(TypeError, match="instruction must be a str"):
+        Qwen3EmbeddingFunction(instruction=3)
+    with pytest.raises(TypeError, match="embeds text only"):
+        Qwen3EmbeddingFunction()([b"bytes"])
+
+
+def test_changing_dimensions_or_instruction_of_a_collection_is_refused(function):
+    old = function.get_config()
+    with pytest.raises(ValueError, match="would mix incompatible vectors"):
+        function.validate_config_update(old, {**old, "dimensions": 32})
+    with pytest.raises(ValueError, match="would mix incompatible vectors"):
+        function.validate_config_update(old, {**old, "instruction": "other"})
+    function.validate_config_update(old, {**old, "model": "/moved/folder"})  # a moved model folder is fine
+
+
+def test_empty_input_embeds_to_nothing_without_loading(tmp_path):
+    function = Qwen3EmbeddingFunction(str(tmp_path / "absent"))
+    assert function.embed_query([]) == []
+
+
+def test_without_chromadb_the_import_error_says_how_to_install(monkeypatch):
+    for name in [m for m in sys.modules if m == "chromadb" or m.startswith("chromadb.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, "qwen3_rag.chroma")
+    with pytest.raises(ImportError, match=r'pip install "qwen3-rag\[chroma\]"'):
+        importlib.import_module("qwen3_rag.chroma")
+
+
+def test_the_core_package_and_the_cli_import_without_chromadb(monkeypatch):
+    for name in [m for m in sys.modules if m.split(".")[0] in {"chromadb", "qwen3_rag"}]:
+        monkeypatch.setitem(sys.modules, name, None if name.split(".")[0] == "chromadb" else sys.modules[name])
+        if name.startswith("qwen3_rag"):
+            monkeypatch.delitem(sys.modules, name)  # re-imported below with chromadb hidden
+    importlib.import_module("qwen3_rag")
+    importlib.import_module("qwen3_rag.cli")
