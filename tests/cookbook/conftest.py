@@ -70,8 +70,8 @@ CORPUS = {
     "stars.md": "# Stars\n\nThe sun is a star. Stars shine because nuclear fusion turns hydrogen into helium.\n\n"
     "Planets orbit stars. The Earth orbits the sun once a year.\n",
     "bread.txt": "Bread needs flour, water, salt and yeast. Knead the dough, let it rise, then bake it hot.\n",
-    "notes/tides.md": "# Tides\n\nThe Moon's gravity raises two bulges in the oceans, so most coasts see two high tides "
-    "a day.\n",
+    "notes/tides.md": "# Tides\n\nThe Moon's gravity raises two bulges in the oceans, so most coasts see "
+    "two high tides a day.\n",
 }
 
 

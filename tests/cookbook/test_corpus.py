@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -87,7 +88,7 @@ def test_chunks_respect_the_size_end_at_sentences_and_overlap():
     chunks = split_text(text, chunk_size=40, overlap=12)
     assert all(words(c) <= 40 for c in chunks)
     assert all(c.endswith(".") for c in chunks)
-    for previous, current in zip(chunks, chunks[1:], strict=False):
+    for previous, current in itertools.pairwise(chunks):
         first = current.replace("\n\n", " ").split(". ")
         carried = ". ".join(first[:2]) + "."  # overlap 12 words = the last two six-word sentences
         assert previous.replace("\n\n", " ").endswith(carried)
