@@ -4,6 +4,7 @@ through ContextualCompressionRetriever, and the same reranker inside an LCEL cha
 from __future__ import annotations
 
 from operator import itemgetter
+from pathlib import Path
 
 import pytest
 from langchain_chroma import Chroma
@@ -33,7 +34,8 @@ def store(embeddings, documents, persist_directory):
     return Chroma(collection_name="qwen3", embedding_function=embeddings, persist_directory=persist_directory)
 
 
-def test_chroma_persists_qwen3_vectors_and_searches_with_the_query_instruction(store, embeddings):
+def test_chroma_persists_qwen3_vectors_and_searches_with_the_query_instruction(store, embeddings, persist_directory):
+    assert (Path(persist_directory) / "chroma.sqlite3").is_file()
     assert len(store.get()["ids"]) == len(PASSAGES)
     stored = store.get(ids=["doc-0"], include=["embeddings"])["embeddings"][0]
     assert list(stored) == pytest.approx(embeddings.embed_documents([PASSAGES[0]])[0], abs=1e-5)
