@@ -123,6 +123,7 @@ def load_model(
     weights load from safetensors only.
     """
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     name = os.fspath(name)
     if not isinstance(name, str) or not name.strip():
@@ -142,6 +143,8 @@ def load_model(
         if _offline() or local.exists():
             kwargs["local_files_only"] = True
         auto = AutoModel if kind == "embedding" else AutoModelForCausalLM
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # one "Loading weights" bar per model is noise in pipelines
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
             model = auto.from_pretrained(
@@ -153,6 +156,9 @@ def load_model(
             )
         except (OSError, ValueError) as exc:
             raise _load_error(name, exc) from exc
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         if getattr(model.config, "model_type", None) not in {"qwen3", "qwen2"}:
             logger.warning(
                 "%s is a %r model, not Qwen3: the Qwen3 recipe may not apply", name, model.config.model_type
