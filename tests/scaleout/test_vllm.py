@@ -1,0 +1,166 @@
+"""qwen3_rag.remote against REAL vLLM servers on loopback (see conftest.py): served vectors and scores equal
+the local core's on the same checkpoint, and the server's errors reach the caller readably.
+
+The servers serve tiny random checkpoints with the real Qwen vocabulary, so the prompts tokenize as they
+would for the real models; float32 on both sides, so "equal" means within 1e-5.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qwen3_rag import Qwen3Embedder, Qwen3Reranker
+from qwen3_rag.prompts import DEFAULT_INSTRUCTION, STS_INSTRUCTION, format_query
+from qwen3_rag.remote import RemoteError, VLLMEmbeddingClient, VLLMRerankClient
+
+pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])  # sockets on loopback only (pytest-socket)
+
+TOLERANCE = 1e-5
+
+QUERIES = [
+    "What is the capital of China?",
+    "Explain gravity",
+    "how do plants make food?\n",
+    "  leading spaces and a trailing question?",
+    "Wie heißt die Hauptstadt von Frankreich? 法国的首都是哪里？",
+]
+DOCUMENTS = [
+    "The capital of China is Beijing.",
+    "Gravity is a force that attracts two bodies towards each other.",
+    "Photosynthesis uses sunlight,\nwater and carbon dioxide.\n\nIt happens in chloroplasts.",
+    "Paris est la capitale de la France. 巴黎是法国的首都。 🇫🇷",
+    "x",
+    "A longer passage about retrieval. " * 40,
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def local_embedder(vllm_checkpoints) -> Qwen3Embedder:
+    return Qwen3Embedder(vllm_checkpoints["embedding"], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def local_reranker(vllm_checkpoints) -> Qwen3Reranker:
+    return Qwen3Reranker(vllm_checkpoints["reranker"], device="cpu")
+
+
+@pytest.fixture
+def embedding_client(embedding_server):
+    with VLLMEmbeddingClient(embedding_server.model, embedding_server.base_url, batch_size=3) as client:
+        yield client
+
+
+@pytest.fixture
+def rerank_client(reranker_server):
+    with VLLMRerankClient(reranker_server.model, reranker_server.base_url, batch_size=2) as client:
+        yield client
+
+
+def assert_same_vectors(remote: np.ndarray, local: np.ndarray) -> None:
+    assert remote.dtype == np.float32
+    assert remote.shape == local.shape
+    np.testing.assert_allclose(np.linalg.norm(remote, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(remote, local, atol=TOLERANCE, rtol=0)
+    cosine = np.sum(remote * local, axis=1)
+    assert cosine.min() > 1 - TOLERANCE, cosine
+
+
+# -- embeddings ---------------------------------------------------------------------------------------
+
+
+def test_served_query_and_document_vectors_equal_the_local_core(embedding_client, local_embedder):
+    queries = embedding_client.embed([format_query(q, DEFAULT_INSTRUCTION) for q in QUERIES])
+    assert_same_vectors(queries, local_embedder.embed_queries(QUERIES))
+    documents = embedding_client.embed(DOCUMENTS)
+    assert_same_vectors(documents, local_embedder.embed_documents(DOCUMENTS))
+
+
+@pytest.mark.parametrize("dimensions", [32, 48])
+def test_served_matryoshka_vectors_equal_the_local_core(embedding_client, local_embedder, dimensions):
+    texts = [format_query(q, STS_INSTRUCTION) for q in QUERIES] + DOCUMENTS
+    remote = embedding_client.embed(texts, dimensions=dimensions)
+    assert remote.shape == (len(texts), dimensions)
+    assert_same_vectors(remote, local_embedder.embed(texts, dimensions=dimensions))
+
+
+def test_served_vectors_do_not_depend_on_batching_or_concurrency(embedding_server, local_embedder):
+    texts = [f"document number {i}: " + "words " * (i % 7) for i in range(23)]
+    with VLLMEmbeddingClient(
+        embedding_server.model, embedding_server.base_url, batch_size=4, max_concurrency=3
+    ) as client:
+        assert_same_vectors(client.embed(texts), local_embedder.embed_documents(texts))
+
+
+def test_hidden_size_and_empty_input(embedding_client, local_embedder):
+    assert embedding_client.hidden_size == local_embedder.hidden_size
+    assert embedding_client.embed([]).shape == (0, local_embedder.hidden_size)
+    assert embedding_client.embed([], dimensions=32).shape == (0, 32)
+
+
+def test_endoftext_is_appended_client_side_when_the_served_tokenizer_does_not(
+    legacy_embedding_server, vllm_checkpoints
+):
+    """The first Qwen3-Embedding release's tokenizer does not append <|endoftext|>; the local core appends it,
+    so must the client -- else every vector is pooled from the wrong token."""
+    local = Qwen3Embedder(vllm_checkpoints["legacy_embedding"], device="cpu")
+    with VLLMEmbeddingClient(legacy_embedding_server.model, legacy_embedding_server.base_url) as client:
+        remote = client.embed([format_query(q, DEFAULT_INSTRUCTION) for q in QUERIES] + DOCUMENTS)
+    assert_same_vectors(remote, np.concatenate([local.embed_queries(QUERIES), local.embed_documents(DOCUMENTS)]))
+
+
+def test_a_server_without_matryoshka_support_names_the_flag_to_add(legacy_embedding_server):
+    client = VLLMEmbeddingClient(legacy_embedding_server.model, legacy_embedding_server.base_url)
+    with client, pytest.raises(RemoteError, match="does not support Matryoshka") as error:
+        client.embed(["a text"], dimensions=32)
+    assert """--hf-overrides '{"is_matryoshka": true}'""" in str(error.value)
+    assert error.value.status_code == 400
+
+
+def test_server_errors_reach_the_caller_with_their_message(embedding_server):
+    client = VLLMEmbeddingClient("not-served", embedding_server.base_url, max_retries=0)
+    with client, pytest.raises(RemoteError, match=r"404.*does not exist.*/v1/models"):
+        client.embed(["a text"])
+    with VLLMEmbeddingClient(embedding_server.model, embedding_server.base_url, max_retries=0) as client:
+        with pytest.raises(RemoteError, match="maximum context length") as error:
+            client.embed(["word " * 3000])
+        assert error.value.status_code == 400
+        with pytest.raises(RemoteError, match="dimensions"):
+            client.embed(["a text"], dimensions=65)  # above the hidden size: vLLM says so
+
+
+# -- reranking -----------------------------------------------------------------------------------------
+
+
+def test_served_scores_equal_the_local_core(rerank_client, local_reranker):
+    for query in QUERIES:
+        remote = rerank_client.score(query, DOCUMENTS, instruction=DEFAULT_INSTRUCTION)
+        local = local_reranker.score(query, DOCUMENTS)
+        np.testing.assert_allclose(remote, local, atol=TOLERANCE, rtol=0)
+    spread = np.ptp(local_reranker.score(QUERIES[0], DOCUMENTS))
+    assert spread > 0.05, "the tiny reranker's scores should differ between documents"
+
+
+def test_served_scores_follow_the_instruction(rerank_client, local_reranker):
+    instruction = "Judge whether the document is written in French"
+    remote = rerank_client.score(QUERIES[0], DOCUMENTS, instruction=instruction)
+    np.testing.assert_allclose(
+        remote, local_reranker.score(QUERIES[0], DOCUMENTS, instruction=instruction), atol=TOLERANCE
+    )
+    default = rerank_client.score(QUERIES[0], DOCUMENTS, instruction=DEFAULT_INSTRUCTION)
+    assert np.abs(np.subtract(remote, default)).max() > TOLERANCE
+
+
+def test_served_scores_do_not_depend_on_batching_or_concurrency(reranker_server, local_reranker):
+    documents = [f"passage {i}: " + "text " * (i % 5) for i in range(17)]
+    with VLLMRerankClient(reranker_server.model, reranker_server.base_url, batch_size=3, max_concurrency=4) as client:
+        remote = client.score(QUERIES[1], documents, instruction=DEFAULT_INSTRUCTION)
+    np.testing.assert_allclose(remote, local_reranker.score(QUERIES[1], documents), atol=TOLERANCE, rtol=0)
+
+
+def test_reranker_server_errors_reach_the_caller(reranker_server):
+    with VLLMRerankClient(reranker_server.model, reranker_server.base_url, max_retries=0) as client:
+        with pytest.raises(RemoteError, match="maximum context length"):
+            client.score("q", ["word " * 3000], instruction=DEFAULT_INSTRUCTION)
+        assert client.score("q", [], instruction=DEFAULT_INSTRUCTION) == []
