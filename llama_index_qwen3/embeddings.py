@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
 from llama_index.core.callbacks import CallbackManager
 
-from llama_index_qwen3._config import stringify_torch
+from llama_index_qwen3._config import config_state, plain_path, stringify_torch
 from qwen3_rag import DEFAULT_EMBEDDING_MODEL, DEFAULT_INSTRUCTION, Qwen3Embedder
 
 DEFAULT_EMBED_BATCH_SIZE = 1024
@@ -97,9 +98,7 @@ class Qwen3Embedding(BaseEmbedding):
         gt=1,
         frozen=True,
     )
-    batch_size: int | None = Field(
-        default=None, description="Texts per forward pass; None keeps the core's default.", gt=0, frozen=True
-    )
+    batch_size: int = Field(default=32, description="Texts per forward pass.", gt=0, frozen=True)
     max_batch_tokens: int | None = Field(
         default=None,
         description="Padded tokens per forward pass; None picks one for the device.",
@@ -111,7 +110,7 @@ class Qwen3Embedding(BaseEmbedding):
 
     def __init__(
         self,
-        model_name: str = DEFAULT_EMBEDDING_MODEL,
+        model_name: str | os.PathLike = DEFAULT_EMBEDDING_MODEL,
         *,
         dimensions: int | None = None,
         query_instruction: str | None = DEFAULT_INSTRUCTION,
@@ -119,7 +118,7 @@ class Qwen3Embedding(BaseEmbedding):
         dtype: Any = None,
         embed_batch_size: int = DEFAULT_EMBED_BATCH_SIZE,
         max_length: int = 8192,
-        batch_size: int | None = None,
+        batch_size: int = 32,
         max_batch_tokens: int | None = None,
         callback_manager: CallbackManager | None = None,
         **kwargs: Any,
@@ -144,14 +143,27 @@ class Qwen3Embedding(BaseEmbedding):
             device=self.device,
             dtype=self.dtype,
             max_length=self.max_length,
+            batch_size=self.batch_size,
             max_batch_tokens=self.max_batch_tokens,
-            **({} if self.batch_size is None else {"batch_size": self.batch_size}),
         )
+
+    @field_validator("model_name", mode="before")
+    @classmethod
+    def _path_as_string(cls, value: Any) -> Any:
+        return plain_path(value)
 
     @field_validator("device", "dtype", mode="before")
     @classmethod
     def _torch_objects_as_strings(cls, value: Any) -> Any:
         return stringify_torch(value)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return config_state(self, "_embedder")
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Any:
+        memo = {} if memo is None else memo
+        memo[id(self._embedder)] = self._embedder  # copies share the core: it holds the process-wide weights
+        return super().__deepcopy__(memo)
 
     @classmethod
     def class_name(cls) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
@@ -11,7 +12,7 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 
-from llama_index_qwen3._config import stringify_torch
+from llama_index_qwen3._config import config_state, plain_path, stringify_torch
 from qwen3_rag import DEFAULT_INSTRUCTION, DEFAULT_RERANKER_MODEL, Qwen3Reranker
 
 dispatcher = get_dispatcher(__name__)
@@ -84,9 +85,7 @@ class Qwen3Rerank(BaseNodePostprocessor):
         gt=0,
         frozen=True,
     )
-    batch_size: int | None = Field(
-        default=None, description="Pairs per forward pass; None keeps the core's default.", gt=0, frozen=True
-    )
+    batch_size: int = Field(default=16, description="Pairs per forward pass.", gt=0, frozen=True)
     max_batch_tokens: int | None = Field(
         default=None,
         description="Padded tokens per forward pass; None picks one for the device.",
@@ -98,7 +97,7 @@ class Qwen3Rerank(BaseNodePostprocessor):
 
     def __init__(
         self,
-        model: str = DEFAULT_RERANKER_MODEL,
+        model: str | os.PathLike = DEFAULT_RERANKER_MODEL,
         top_n: int = 3,
         *,
         instruction: str | None = DEFAULT_INSTRUCTION,
@@ -106,7 +105,7 @@ class Qwen3Rerank(BaseNodePostprocessor):
         device: Any = None,
         dtype: Any = None,
         max_length: int = 8192,
-        batch_size: int | None = None,
+        batch_size: int = 16,
         max_batch_tokens: int | None = None,
         callback_manager: CallbackManager | None = None,
         **kwargs: Any,
@@ -130,14 +129,27 @@ class Qwen3Rerank(BaseNodePostprocessor):
             device=self.device,
             dtype=self.dtype,
             max_length=self.max_length,
+            batch_size=self.batch_size,
             max_batch_tokens=self.max_batch_tokens,
-            **({} if self.batch_size is None else {"batch_size": self.batch_size}),
         )
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _path_as_string(cls, value: Any) -> Any:
+        return plain_path(value)
 
     @field_validator("device", "dtype", mode="before")
     @classmethod
     def _torch_objects_as_strings(cls, value: Any) -> Any:
         return stringify_torch(value)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return config_state(self, "_reranker")
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Any:
+        memo = {} if memo is None else memo
+        memo[id(self._reranker)] = self._reranker  # copies share the core: it holds the process-wide weights
+        return super().__deepcopy__(memo)
 
     @classmethod
     def class_name(cls) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import ValidationError
 from llama_index.core.constants import DEFAULT_EMBED_BATCH_SIZE as LLAMA_INDEX_DEFAULT_BATCH_SIZE
 
+from langchain_qwen3 import Qwen3Embeddings
 from llama_index_qwen3 import DEFAULT_EMBED_BATCH_SIZE, Qwen3Embedding
 from qwen3_rag import DEFAULT_INSTRUCTION, STS_INSTRUCTION, Qwen3Embedder, format_query
 
@@ -31,6 +34,7 @@ def test_is_a_llama_index_base_embedding_with_the_qwen3_defaults(embed_model):
     assert embed_model.query_instruction == DEFAULT_INSTRUCTION
     assert embed_model.dimensions is None
     assert embed_model.max_length == 8192
+    assert (embed_model.batch_size, embed_model.embedder.batch_size) == (32, 32)
 
 
 def test_query_embedding_applies_the_qwen3_instruction_exactly_as_the_card(embed_model, core_embedder):
@@ -97,10 +101,10 @@ def test_default_embed_batch_size_hands_a_whole_ingestion_batch_to_one_sorted_co
         return original(texts, **kwargs)
 
     monkeypatch.setattr(core, "embed_documents", spy)
-    texts = [f"passage {i} " + "word " * (i % 13) for i in range(300)]
+    texts = [f"passage {i} " + "word " * (i % 13) for i in range(120)]
     vectors = embed_model.get_text_embedding_batch(texts)
-    assert calls == [300]  # one call: the core sorts all 300 by token length, not 30 chunks of 10
-    assert len(vectors) == 300
+    assert calls == [120]  # one call: the core sorts all 120 by token length, not 12 chunks of 10
+    assert len(vectors) == 120
 
 
 def test_embed_batch_size_is_honoured_when_set(tiny_embedding_path, monkeypatch):
@@ -180,3 +184,33 @@ def test_one_loaded_model_is_shared_with_the_core_per_model_device_dtype(embed_m
     other = Qwen3Embedding(model_name=str(tiny_embedding_path), device="cpu", dimensions=32)
     assert embed_model.embedder._loaded.model is core._loaded.model
     assert other.embedder._loaded.model is core._loaded.model
+
+
+def test_one_loaded_model_is_shared_with_the_langchain_adapter(embed_model, tiny_embedding_path):
+    langchain = Qwen3Embeddings(model=str(tiny_embedding_path), device="cpu", dimensions=32)
+    assert langchain._core._loaded.model is embed_model.embedder._loaded.model
+    close(langchain.embed_query(QUERY), embed_model.embedder.embed_queries([QUERY], dimensions=32)[0])
+
+
+def test_a_path_is_accepted_as_the_model_and_stored_as_a_string(tiny_embedding_path, embed_model):
+    model = Qwen3Embedding(model_name=tiny_embedding_path, device="cpu")
+    assert model.model_name == str(tiny_embedding_path)
+    assert model.embedder._loaded.model is embed_model.embedder._loaded.model
+
+
+def test_pickling_carries_the_config_not_the_weights(embed_model, caplog):
+    data = pickle.dumps(embed_model)
+    assert len(data) < 10_000  # the tiny model alone is ~400 kB; a real one is gigabytes
+    assert "unpickleable" not in caplog.text  # LlamaIndex's fallback would have tried to pickle the model first
+    restored = pickle.loads(data)
+    assert restored.to_dict() == embed_model.to_dict()
+    assert restored.embedder._loaded.model is embed_model.embedder._loaded.model  # same process: reused
+    close(restored.get_query_embedding(QUERY), embed_model.get_query_embedding(QUERY))
+
+
+def test_deepcopy_copies_the_config_and_shares_the_loaded_core(embed_model):
+    copied = copy.deepcopy(embed_model)
+    assert copied is not embed_model and copied.to_dict() == embed_model.to_dict()
+    assert copied.embedder is embed_model.embedder
+    copied.query_instruction = None
+    assert embed_model.query_instruction == DEFAULT_INSTRUCTION

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 
 import pytest
+from langchain_core.documents import Document
 from llama_index.core.bridge.pydantic import ValidationError
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, QueryBundle
 
+from langchain_qwen3 import Qwen3Rerank as LangChainRerank
 from llama_index_qwen3 import RETRIEVAL_SCORE_KEY, Qwen3Rerank
 from qwen3_rag import DEFAULT_INSTRUCTION, Qwen3Reranker
 
@@ -25,6 +29,7 @@ def test_is_a_node_postprocessor_with_the_qwen3_defaults(make_rerank):
     rerank = make_rerank()
     assert isinstance(rerank, BaseNodePostprocessor)
     assert (rerank.top_n, rerank.instruction, rerank.keep_retrieval_score) == (3, DEFAULT_INSTRUCTION, False)
+    assert (rerank.batch_size, rerank.reranker.batch_size, rerank.max_length) == (16, 16, 8192)
 
 
 def test_returns_at_most_top_n_nodes_best_first_scored_with_p_yes(make_rerank, retrieved, core_reranker):
@@ -198,3 +203,34 @@ def test_one_loaded_model_is_shared_with_the_core_per_model_device_dtype(make_re
     core = Qwen3Reranker(tiny_reranker_path, device="cpu", dtype="float32")
     assert make_rerank().reranker._loaded.model is core._loaded.model
     assert make_rerank(top_n=1, instruction="other").reranker._loaded.model is core._loaded.model
+
+
+def test_one_loaded_model_is_shared_with_the_langchain_adapter(make_rerank, tiny_reranker_path, retrieved):
+    rerank = make_rerank(top_n=5)
+    langchain = LangChainRerank(model=str(tiny_reranker_path), device="cpu", top_n=5)
+    assert langchain._core._loaded.model is rerank.reranker._loaded.model
+    texts = texts_of(retrieved)
+    ours = [n.score for n in rerank.postprocess_nodes(retrieved, query_str=QUERY)]
+    theirs = langchain.compress_documents([Document(page_content=t) for t in texts], QUERY)
+    assert ours == pytest.approx([d.metadata["relevance_score"] for d in theirs], abs=1e-6)
+
+
+def test_pickling_carries_the_config_not_the_weights(make_rerank, retrieved, caplog):
+    rerank = make_rerank(top_n=2)
+    data = pickle.dumps(rerank)
+    assert len(data) < 10_000
+    assert "unpickleable" not in caplog.text
+    restored = pickle.loads(data)
+    assert restored.to_dict() == rerank.to_dict()
+    assert restored.reranker._loaded.model is rerank.reranker._loaded.model
+    assert [n.node.node_id for n in restored.postprocess_nodes(retrieved, query_str=QUERY)] == [
+        n.node.node_id for n in rerank.postprocess_nodes(retrieved, query_str=QUERY)
+    ]
+
+
+def test_deepcopy_copies_the_config_and_shares_the_loaded_core(make_rerank):
+    rerank = make_rerank(top_n=2)
+    copied = copy.deepcopy(rerank)
+    copied.top_n = 4
+    assert (rerank.top_n, copied.top_n) == (2, 4)
+    assert copied.reranker is rerank.reranker
