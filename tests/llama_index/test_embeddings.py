@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import pickle
@@ -214,3 +215,12 @@ def test_deepcopy_copies_the_config_and_shares_the_loaded_core(embed_model):
     assert copied.embedder is embed_model.embedder
     copied.query_instruction = None
     assert embed_model.query_instruction == DEFAULT_INSTRUCTION
+
+
+async def test_concurrent_async_chunks_and_queries_match_the_core(tiny_embedding_path, core_embedder):
+    # embed_batch_size=2: LlamaIndex gathers the chunks concurrently, each in a worker thread
+    model = Qwen3Embedding(model_name=str(tiny_embedding_path), device="cpu", embed_batch_size=2)
+    texts = [f"text number {i} " + "word " * (3 * i) for i in range(8)]
+    close(await model.aget_text_embedding_batch(texts), core_embedder.embed_documents(texts))
+    queries = await asyncio.gather(*(model.aget_query_embedding(t) for t in texts))
+    close(queries, core_embedder.embed_queries(texts))
