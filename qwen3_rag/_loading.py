@@ -77,6 +77,7 @@ class LoadedModel:
     """A model, its tokenizer and a lock for the tokenizer (fast tokenizers are not re-entrant)."""
 
     name: str
+    kind: str
     model: Any
     tokenizer: Any
     device: torch.device
@@ -84,6 +85,17 @@ class LoadedModel:
     lock: threading.RLock = field(default_factory=threading.RLock)
     cache: dict = field(default_factory=dict)
     """Per-model derived state (e.g. instruction-prefix key/values), guarded by ``lock``."""
+
+    def __deepcopy__(self, memo: dict) -> LoadedModel:
+        return self  # weights are shared, never copied
+
+    def __reduce__(self):
+        # Pickled as its recipe: unpickling loads the model again (or reuses it in the same process).
+        return _reload, (self.name, self.kind, str(self.device), str(self.dtype).removeprefix("torch."))
+
+
+def _reload(name: str, kind: str, device: str, dtype: str) -> LoadedModel:
+    return load_model(name, kind=kind, device=device, dtype=dtype)
 
 
 # transformers renamed `torch_dtype` to `dtype` in 4.56; the old name warns in 5.x.
@@ -160,12 +172,10 @@ def load_model(
             if bars:
                 hf_logging.enable_progress_bar()
         if getattr(model.config, "model_type", None) not in {"qwen3", "qwen2"}:
-            logger.warning(
-                "%s is a %r model, not Qwen3: the Qwen3 recipe may not apply", name, model.config.model_type
-            )
+            logger.warning("%s is a %r model, not Qwen3: the Qwen3 recipe may not apply", name, model.config.model_type)
         model.to(torch_device).eval()
         loaded = LoadedModel(
-            name=name, model=model, tokenizer=tokenizer, device=torch_device, dtype=torch_dtype
+            name=name, kind=kind, model=model, tokenizer=tokenizer, device=torch_device, dtype=torch_dtype
         )
         _REGISTRY[key] = loaded
         logger.info("loaded %s (%s) on %s in %s", name, kind, torch_device, torch_dtype)

@@ -37,6 +37,10 @@ class Qwen3Embedder:
         batch_size: inputs per forward pass.
         max_batch_tokens: padded tokens per forward pass; ``None`` picks one for the device.
         show_progress: a progress bar; ``None`` shows one only for long calls.
+        base_url: a vLLM server (``http://127.0.0.1:8000``) serving ``model`` instead of local weights: the
+            text is formatted here, exactly as locally; ``device``, ``dtype`` and batching are the server's.
+        api_key: the server's ``--api-key``, if it has one.
+        timeout: seconds per request to the server.
 
     Example:
         >>> emb = Qwen3Embedder("Qwen/Qwen3-Embedding-0.6B", dimensions=256)
@@ -57,6 +61,9 @@ class Qwen3Embedder:
         batch_size: int = 32,
         max_batch_tokens: int | None = None,
         show_progress: bool | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float | None = 60.0,
     ) -> None:
         self.max_length = check_positive(max_length, "max_length")
         if self.max_length < 2:
@@ -65,20 +72,34 @@ class Qwen3Embedder:
         self.max_batch_tokens = check_positive(max_batch_tokens, "max_batch_tokens", allow_none=True)
         self.instruction = check_instruction(instruction)
         self.show_progress = show_progress
+        self._remote = None
+        if base_url is not None:
+            from qwen3_rag.remote import VLLMEmbeddingClient
+
+            self._remote = VLLMEmbeddingClient(
+                os.fspath(model), base_url, api_key=api_key, timeout=timeout, batch_size=self.batch_size
+            )
+            self.model_name, self.device, self.dtype = self._remote.model, None, None
+            self._dimensions = self._check_dimensions(dimensions)
+            return
         self._loaded = load_model(model, kind="embedding", device=device, dtype=dtype)
         self.model_name = self._loaded.name
         self.device = self._loaded.device
         self.dtype = self._loaded.dtype
-        self.hidden_size: int = self._loaded.model.config.hidden_size
         self._dimensions = self._check_dimensions(dimensions)
         tokenizer = self._loaded.tokenizer
         self._endoftext_id = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
         if self._endoftext_id is None or self._endoftext_id == tokenizer.unk_token_id:
-            raise ValueError(
-                f"the tokenizer of {self.model_name!r} has no {ENDOFTEXT} token: not a Qwen3 tokenizer"
-            )
+            raise ValueError(f"the tokenizer of {self.model_name!r} has no {ENDOFTEXT} token: not a Qwen3 tokenizer")
 
     # -- public API ----------------------------------------------------------------------------------
+
+    @property
+    def hidden_size(self) -> int:
+        """The model's full vector size (the largest ``dimensions``)."""
+        if self._remote is not None:
+            return self._remote.hidden_size
+        return self._loaded.model.config.hidden_size
 
     @property
     def dimension(self) -> int:
@@ -123,11 +144,13 @@ class Qwen3Embedder:
         if not texts:
             return np.zeros((0, dims), dtype=np.float32)
         instruction = check_instruction(instruction)
+        if self._remote is not None:
+            formatted = [format_query(t, instruction) for t in texts]
+            return self._remote.embed(formatted, dimensions=None if dims == self.hidden_size else dims)
         rows = self.tokenize(texts, instruction=instruction)
         prefix_ids, prefix = self._instruction_prefix(instruction)
         shared = [
-            bool(prefix_ids) and row[: len(prefix_ids)] == prefix_ids and len(row) > len(prefix_ids)
-            for row in rows
+            bool(prefix_ids) and row[: len(prefix_ids)] == prefix_ids and len(row) > len(prefix_ids) for row in rows
         ]
 
         def forward(batch: list[int]) -> torch.Tensor:
@@ -165,6 +188,8 @@ class Qwen3Embedder:
         """Token ids as the model sees them: the formatted text cut to ``max_length - 1`` tokens, then exactly one
         ``<|endoftext|>`` -- whichever tokenizer generation is installed (today's appends it, the first did not)."""
         texts = check_texts(texts)
+        if self._remote is not None:
+            raise NotImplementedError("tokenize() needs the local tokenizer; this embedder talks to a server")
         formatted = [format_query(t, instruction) for t in texts]
         with self._loaded.lock:
             encoded = self._loaded.tokenizer(formatted, add_special_tokens=False, verbose=False)["input_ids"]
@@ -182,8 +207,13 @@ class Qwen3Embedder:
         return [ids[:limit] + [self._endoftext_id] for ids in encoded]
 
     def __repr__(self) -> str:
+        where = (
+            f"base_url={self._remote.base_url!r}"
+            if self._remote
+            else f"device={str(self.device)!r}, dtype={self.dtype}"
+        )
         return (
-            f"{type(self).__name__}(model={self.model_name!r}, device={str(self.device)!r}, dtype={self.dtype}, "
+            f"{type(self).__name__}(model={self.model_name!r}, {where}, "
             f"dimensions={self._dimensions}, max_length={self.max_length})"
         )
 
@@ -216,9 +246,7 @@ class Qwen3Embedder:
             hit = self._loaded.cache.get(("instruction", instruction))
             if hit is not None:
                 return hit
-            ids = self._loaded.tokenizer(format_query("", instruction), add_special_tokens=False)[
-                "input_ids"
-            ][:-1]
+            ids = self._loaded.tokenizer(format_query("", instruction), add_special_tokens=False)["input_ids"][:-1]
             with torch.inference_mode():
                 entry = (ids, run_prefix(self._loaded.model, ids, self.device))
             if len(self._loaded.cache) >= _MAX_CACHED_PREFIXES:

@@ -47,6 +47,10 @@ class Qwen3Reranker:
         max_batch_tokens: padded tokens per forward pass; ``None`` picks one for the device.
         reuse_prefix: run the tokens every pair shares (system prompt, instruction, query) once per call.
         show_progress: a progress bar; ``None`` shows one only for long calls.
+        base_url: a vLLM server (``http://127.0.0.1:8001``) serving ``model`` as the card's classifier (see
+            docs/vllm.md): the prompt is built here, so scores equal the local model's.
+        api_key: the server's ``--api-key``, if it has one.
+        timeout: seconds per request to the server.
 
     Example:
         >>> rr = Qwen3Reranker("Qwen/Qwen3-Reranker-0.6B")
@@ -66,6 +70,9 @@ class Qwen3Reranker:
         max_batch_tokens: int | None = None,
         reuse_prefix: bool = True,
         show_progress: bool | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float | None = 60.0,
     ) -> None:
         self.max_length = check_positive(max_length, "max_length")
         self.batch_size = check_positive(batch_size, "batch_size")
@@ -73,6 +80,15 @@ class Qwen3Reranker:
         self.instruction = check_instruction(instruction) or DEFAULT_INSTRUCTION
         self.reuse_prefix = reuse_prefix
         self.show_progress = show_progress
+        self._remote = None
+        if base_url is not None:
+            from qwen3_rag.remote import VLLMRerankClient
+
+            self._remote = VLLMRerankClient(
+                os.fspath(model), base_url, api_key=api_key, timeout=timeout, batch_size=self.batch_size
+            )
+            self.model_name, self.device, self.dtype = self._remote.model, None, None
+            return
         self._loaded = load_model(model, kind="reranker", device=device, dtype=dtype)
         self.model_name = self._loaded.name
         self.device = self._loaded.device
@@ -102,6 +118,8 @@ class Qwen3Reranker:
         if not documents:
             return []
         instruction = check_instruction(instruction) or self.instruction
+        if self._remote is not None:
+            return self._remote.score(query, documents, instruction=instruction)
         rows = self.tokenize(query, documents, instruction=instruction)
         shared = _common_prefix_length(rows) if self.reuse_prefix else 0
         prefix = None
@@ -145,20 +163,20 @@ class Qwen3Reranker:
         order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties keep input order
         return [RerankResult(i, scores[i]) for i in order[:top_n]]
 
-    def tokenize(
-        self, query: str, documents: Sequence[str], *, instruction: str | None = None
-    ) -> list[list[int]]:
+    def tokenize(self, query: str, documents: Sequence[str], *, instruction: str | None = None) -> list[list[int]]:
         """Token ids per pair, exactly as the card builds them: ``prefix + body + suffix``, the body one
         string cut at its end to ``max_length - len(prefix) - len(suffix)`` tokens."""
+        if self._remote is not None:
+            raise NotImplementedError("tokenize() needs the local tokenizer; this reranker talks to a server")
         instruction = instruction or self.instruction
         budget = self.max_length - len(self._prefix_ids) - len(self._suffix_ids)
         bodies = [format_rerank_body(query, doc, instruction) for doc in documents]
         with self._loaded.lock:
             encoded = self._loaded.tokenizer(bodies, add_special_tokens=False, verbose=False)["input_ids"]
             head = len(
-                self._loaded.tokenizer(
-                    format_rerank_body(query, "", instruction).rstrip(), add_special_tokens=False
-                )["input_ids"]
+                self._loaded.tokenizer(format_rerank_body(query, "", instruction).rstrip(), add_special_tokens=False)[
+                    "input_ids"
+                ]
             )
         truncated = [len(ids) for ids in encoded if len(ids) > budget]
         if truncated:
@@ -179,18 +197,18 @@ class Qwen3Reranker:
         return [self._prefix_ids + ids[:budget] + self._suffix_ids for ids in encoded]
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(model={self.model_name!r}, device={str(self.device)!r}, dtype={self.dtype}, "
-            f"max_length={self.max_length})"
+        where = (
+            f"base_url={self._remote.base_url!r}"
+            if self._remote
+            else f"device={str(self.device)!r}, dtype={self.dtype}"
         )
+        return f"{type(self).__name__}(model={self.model_name!r}, {where}, max_length={self.max_length})"
 
 
 def _single_token_id(tokenizer, word: str, model_name: str) -> int:
     ids = tokenizer(word, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
-        raise ValueError(
-            f"{word!r} is not a single token in the tokenizer of {model_name!r}: not a Qwen3 reranker"
-        )
+        raise ValueError(f"{word!r} is not a single token in the tokenizer of {model_name!r}: not a Qwen3 reranker")
     return ids[0]
 
 

@@ -121,3 +121,19 @@ def test_remote_code_is_never_executed(tiny_embedding_path, tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     emb = Qwen3Embedder(folder)  # loads the native Qwen3 architecture; evil.py is never imported
     assert type(emb._loaded.model).__name__ == "Qwen3Model"
+
+
+def test_copies_and_pickles_share_or_reload_the_model_instead_of_copying_weights(tiny_embedding_path):
+    import copy
+    import pickle
+
+    import numpy as np
+
+    emb = Qwen3Embedder(tiny_embedding_path, dimensions=32)
+    clone = copy.deepcopy(emb)
+    assert clone._loaded is emb._loaded
+    payload = pickle.dumps(emb)
+    assert len(payload) < 20_000  # the recipe, not the weights
+    restored = pickle.loads(payload)
+    assert restored._loaded is emb._loaded  # same process: the registry hands back the loaded model
+    np.testing.assert_allclose(restored.embed_queries(["q"]), emb.embed_queries(["q"]))
