@@ -38,6 +38,7 @@ ENV = {
     "instruction": "QWEN3_RAG_INSTRUCTION",
     "device": "QWEN3_RAG_DEVICE",
     "dtype": "QWEN3_RAG_DTYPE",
+    "max_new_tokens": "QWEN3_RAG_MAX_NEW_TOKENS",
 }
 """The environment variable behind each option; the flag wins when both are set."""
 
@@ -195,7 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--llm", metavar="ID|DIR", help=f"chat model Hub id or local folder [${ENV['llm']}, default Qwen/Qwen3-0.6B]"
     )
     generation.add_argument(
-        "--max-new-tokens", type=_positive, default=512, metavar="N", help="longest answer in tokens (512)"
+        "--max-new-tokens",
+        type=_positive,
+        metavar="N",
+        help=f"longest answer in tokens [${ENV['max_new_tokens']}, default 512]",
     )
     _add_common(ask)
     return parser
@@ -236,6 +240,15 @@ class Resolved:
             return Setting(int(setting.value), setting.origin)
         except ValueError:
             raise UsageError(f"{setting.origin} must be an integer, got {setting.value!r}") from None
+
+    def positive(self, key: str, default: int) -> int:
+        setting = self.setting(key)
+        if not setting.given:
+            return default
+        try:
+            return _positive(str(setting.value))
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"{setting.origin}: {exc}") from None
 
     def dtype(self) -> str | None:
         dtype = self.value("dtype")
@@ -427,6 +440,7 @@ def run_search(opts: Resolved, console: Console) -> int:
 def run_ask(opts: Resolved, console: Console) -> int:
     from qwen3_rag._answer import DEFAULT_LLM, ChatModel, build_messages, cited_numbers
 
+    max_new_tokens = opts.positive("max_new_tokens", 512)
     hits, _ = _retrieve(opts, console)
     labels = [f"{display_path(h.source)}, chunk {h.chunk}" for h in hits]
     messages = build_messages(opts.args.query, list(zip(labels, [h.text for h in hits], strict=False)))
@@ -436,7 +450,7 @@ def run_ask(opts: Resolved, console: Console) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     streaming = not opts.args.json and console.out.isatty()
-    answer = chat.generate(messages, max_new_tokens=opts.args.max_new_tokens, stream=console.out if streaming else None)
+    answer = chat.generate(messages, max_new_tokens=max_new_tokens, stream=console.out if streaming else None)
     cited = cited_numbers(answer, len(hits))
     if opts.args.json:
         payload = {

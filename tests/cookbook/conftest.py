@@ -21,6 +21,7 @@ def tiny_models_env(tiny_embedding_path: Path, tiny_reranker_path: Path, tiny_ch
         "QWEN3_RAG_RERANKER_MODEL": str(tiny_reranker_path),
         "QWEN3_RAG_LLM": str(tiny_chat_path),
         "QWEN3_RAG_DEVICE": "cpu",
+        "QWEN3_RAG_MAX_NEW_TOKENS": "16",  # random weights write noise: keep it short
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
     }
