@@ -378,3 +378,16 @@ def test_ask_json_holds_answer_citations_and_sources(qwen3_rag, corpus, tiny_cha
     assert payload["llm"] == str(tiny_chat_path)
     assert [s["rank"] for s in payload["sources"]] == [1, 2, 3]
     assert all(1 <= n <= 3 for n in payload["cited"])
+
+
+def test_the_answer_length_comes_from_the_flag_or_the_environment(qwen3_rag, corpus, monkeypatch):
+    from qwen3_rag import _answer
+
+    asked = []
+    monkeypatch.setattr(_answer.ChatModel, "generate", lambda self, messages, **kw: asked.append(kw) or "ok [1]")
+    assert qwen3_rag("index", corpus).code == 0
+    monkeypatch.setenv("QWEN3_RAG_MAX_NEW_TOKENS", "7")
+    assert qwen3_rag("ask", "bread?").code == 0
+    answered = qwen3_rag("ask", "bread?", "--max-new-tokens", "3")
+    assert [kw["max_new_tokens"] for kw in asked] == [7, 3]
+    assert answered.out.startswith("ok [1]\n\nSources:\n *[1] ")  # the cited source is marked
