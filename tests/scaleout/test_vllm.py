@@ -164,3 +164,43 @@ def test_reranker_server_errors_reach_the_caller(reranker_server):
         with pytest.raises(RemoteError, match="maximum context length"):
             client.score("q", ["word " * 3000], instruction=DEFAULT_INSTRUCTION)
         assert client.score("q", [], instruction=DEFAULT_INSTRUCTION) == []
+
+
+# -- through the core: Qwen3Embedder / Qwen3Reranker(model, base_url=...) ----------------------------------
+
+
+def test_qwen3_embedder_with_base_url_equals_the_local_core(embedding_server, local_embedder):
+    served = Qwen3Embedder(embedding_server.model, base_url=embedding_server.base_url)
+    assert served.hidden_size == served.dimension == local_embedder.hidden_size
+    assert_same_vectors(served.embed_queries(QUERIES), local_embedder.embed_queries(QUERIES))
+    assert_same_vectors(served.embed_documents(DOCUMENTS), local_embedder.embed_documents(DOCUMENTS))
+    instruction = STS_INSTRUCTION
+    assert_same_vectors(
+        served.embed_queries(QUERIES, instruction=instruction, dimensions=32),
+        local_embedder.embed_queries(QUERIES, instruction=instruction, dimensions=32),
+    )
+    matryoshka = Qwen3Embedder(embedding_server.model, base_url=embedding_server.base_url, dimensions=48)
+    assert_same_vectors(matryoshka.embed_documents(DOCUMENTS), local_embedder.embed_documents(DOCUMENTS, dimensions=48))
+
+
+def test_qwen3_embedder_with_base_url_on_a_server_without_matryoshka(legacy_embedding_server, vllm_checkpoints):
+    served = Qwen3Embedder(legacy_embedding_server.model, base_url=legacy_embedding_server.base_url)
+    local = Qwen3Embedder(vllm_checkpoints["legacy_embedding"], device="cpu")
+    assert_same_vectors(served.embed_queries(QUERIES), local.embed_queries(QUERIES))
+    with pytest.raises(RemoteError, match=r"""--hf-overrides '\{"is_matryoshka": true\}'"""):
+        served.embed_documents(DOCUMENTS, dimensions=32)
+
+
+def test_qwen3_reranker_with_base_url_equals_the_local_core(reranker_server, local_reranker):
+    served = Qwen3Reranker(reranker_server.model, base_url=reranker_server.base_url)
+    for query in QUERIES[:3]:
+        remote, local = served.rerank(query, DOCUMENTS), local_reranker.rerank(query, DOCUMENTS)
+        np.testing.assert_allclose([r.score for r in remote], [r.score for r in local], atol=TOLERANCE, rtol=0)
+        assert [r.index for r in remote] == [r.index for r in local]
+    instruction = "Judge whether the document is written in French"
+    np.testing.assert_allclose(
+        served.score(QUERIES[0], DOCUMENTS, instruction=instruction),
+        local_reranker.score(QUERIES[0], DOCUMENTS, instruction=instruction),
+        atol=TOLERANCE,
+        rtol=0,
+    )
