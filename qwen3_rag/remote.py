@@ -129,13 +129,18 @@ class _VLLMClient:
         self.max_retries = int(_check_number(max_retries, "max_retries", minimum=0, integer=True))
         self.batch_size = int(_check_number(batch_size, "batch_size", minimum=1, integer=True))
         self.backoff = _check_number(backoff, "backoff", minimum=0.0)
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(
+        self._api_key = api_key
+        self._transport = transport
+        self._client = self._connect()
+
+    def _connect(self) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        return httpx.Client(
             base_url=self.base_url,
             headers=headers,
-            timeout=httpx.Timeout(timeout),
+            timeout=httpx.Timeout(self.timeout),
             limits=httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency),
-            transport=transport,
+            transport=self._transport,
         )
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -143,6 +148,15 @@ class _VLLMClient:
     def close(self) -> None:
         """Close the pooled connections."""
         self._client.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle and deep-copy the configuration; the copy opens its own connections."""
+        return {key: value for key, value in self.__dict__.items() if key not in ("_client", "_lock")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._client = self._connect()
 
     def __enter__(self):
         return self

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import logging
+import pickle
 import socket
 import threading
 import time
@@ -408,6 +410,18 @@ def test_invalid_inputs_are_refused_before_any_request():
         with pytest.raises(ValueError, match="instruction"):
             client.score("q", ["d"], instruction="")
     assert fake.requests == []
+
+
+def test_clients_pickle_and_deep_copy_with_their_configuration():
+    for cls in (VLLMEmbeddingClient, VLLMRerankClient):
+        client = cls(MODEL, BASE, api_key="sk-test", timeout=7.0, max_concurrency=2, max_retries=5, batch_size=3)
+        for clone in (pickle.loads(pickle.dumps(client)), copy.deepcopy(client)):
+            assert (clone.model, clone.base_url, clone.timeout) == (MODEL, BASE, 7.0)
+            assert (clone.max_concurrency, clone.max_retries, clone.batch_size) == (2, 5, 3)
+            assert clone._client is not client._client and not clone._client.is_closed
+            assert clone._client.headers["authorization"] == "Bearer sk-test"
+            clone.close()
+        client.close()
 
 
 def test_public_names():
