@@ -321,6 +321,9 @@ def test_bad_arguments_exit_2(qwen3_rag, corpus, monkeypatch):
     assert qwen3_rag("index").code == 2
     assert qwen3_rag("search", "q", "--top-k", "0").code == 2
     assert qwen3_rag("index", corpus, "--chunk-size", "10", "--chunk-overlap", "10").code == 2
+    too_small = qwen3_rag("index", corpus, "--dimensions", "16")
+    assert too_small.code == 2
+    assert "--dimensions must be between 32 and 64" in too_small.err
     monkeypatch.setenv("QWEN3_RAG_DIMENSIONS", "many")
     result = qwen3_rag("index", corpus)
     assert result.code == 2

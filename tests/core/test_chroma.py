@@ -147,10 +147,16 @@ def test_without_chromadb_the_import_error_says_how_to_install(monkeypatch):
         importlib.import_module("qwen3_rag.chroma")
 
 
-def test_the_core_package_and_the_cli_import_without_chromadb(monkeypatch):
-    for name in [m for m in sys.modules if m.split(".")[0] in {"chromadb", "qwen3_rag"}]:
-        monkeypatch.setitem(sys.modules, name, None if name.split(".")[0] == "chromadb" else sys.modules[name])
-        if name.startswith("qwen3_rag"):
-            monkeypatch.delitem(sys.modules, name)  # re-imported below with chromadb hidden
-    importlib.import_module("qwen3_rag")
-    importlib.import_module("qwen3_rag.cli")
+def test_the_core_package_and_the_cli_import_without_chromadb():
+    families = {"chromadb", "qwen3_rag"}
+    saved = {name: module for name, module in sys.modules.items() if name.split(".")[0] in families}
+    try:
+        for name in saved:
+            del sys.modules[name]
+        sys.modules["chromadb"] = None  # as if it were not installed
+        importlib.import_module("qwen3_rag")
+        importlib.import_module("qwen3_rag.cli")
+    finally:  # put back exactly the modules the rest of the session uses
+        for name in [n for n in sys.modules if n.split(".")[0] in families]:
+            del sys.modules[name]
+        sys.modules.update(saved)
