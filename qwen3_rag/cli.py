@@ -50,6 +50,10 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32, width=100)
 
 
+def _fill(text: str) -> str:
+    return textwrap.fill(text, width=100)
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     from qwen3_rag._index import DEFAULT_COLLECTION, DEFAULT_DB
 
@@ -128,8 +132,9 @@ def _non_negative(value: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="A local RAG with Qwen3-Embedding, Qwen3-Reranker and a Qwen chat model over an embedded "
-        "Chroma database.",
+        description=_fill(
+            "A local RAG with Qwen3-Embedding, Qwen3-Reranker and a Qwen chat model over an embedded Chroma database."
+        ),
         epilog=textwrap.dedent(
             f"""\
             examples:
@@ -137,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
               {PROG} search "How does Matryoshka truncation work?"
               {PROG} ask "How does Matryoshka truncation work?"
 
-            environment: {", ".join(ENV.values())}
-            (a flag beats its variable; HF_HUB_OFFLINE=1 keeps transformers off the network)"""
+            environment (a flag beats its variable; HF_HUB_OFFLINE=1 keeps transformers off the network):
+              {", ".join(list(ENV.values())[:5])},
+              {", ".join(list(ENV.values())[5:])}"""
         ),
         formatter_class=_formatter,
     )
@@ -148,10 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     index = commands.add_parser(
         "index",
         help="add files and folders to the index",
-        description="Chunk, embed and store files. Unchanged files are skipped, changed files replace their own "
-        "chunks, and an interrupted run resumes where it stopped. Folders are searched for "
-        + ", ".join(sorted(SUPPORTED_SUFFIXES))
-        + " files; a file named explicitly is read as text whatever its suffix.",
+        description=_fill(
+            "Chunk, embed and store files. Unchanged files are skipped, changed files replace their own chunks, and "
+            "an interrupted run resumes where it stopped. Folders are searched for "
+            + ", ".join(sorted(SUPPORTED_SUFFIXES))
+            + " files; a file named explicitly is read as text whatever its suffix."
+        ),
         formatter_class=_formatter,
     )
     index.add_argument("paths", nargs="+", metavar="PATH", help="files and folders to index")
@@ -175,8 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser(
         "search",
         help="find the chunks that answer a question",
-        description="Retrieve --top-k chunks by vector similarity, rerank them with Qwen3-Reranker and print the "
-        "best --top-n with their source, chunk number and score.",
+        description=_fill(
+            "Retrieve --top-k chunks by vector similarity, rerank them with Qwen3-Reranker and print the best "
+            "--top-n with their source, chunk number and score."
+        ),
         formatter_class=_formatter,
     )
     search.add_argument("query", help="the question")
@@ -186,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask = commands.add_parser(
         "ask",
         help="answer a question from the index with a local chat model",
-        description="Search, then let a local chat model answer from the retrieved chunks, citing them as [n].",
+        description=_fill("Search, then let a local chat model answer from the retrieved chunks, citing them as [n]."),
         formatter_class=_formatter,
     )
     ask.add_argument("query", metavar="question", help="the question")
