@@ -6,7 +6,7 @@ from typing import Any
 
 from langchain_core.embeddings import Embeddings
 from langchain_core.runnables.config import run_in_executor
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from typing_extensions import Self
 
 from langchain_qwen3._config import plain_model, plain_torch
@@ -116,6 +116,10 @@ class Qwen3Embeddings(BaseModel, Embeddings):
     """Padded tokens per forward pass; ``None`` picks a budget for the device."""
     show_progress: bool | None = Field(default=None, frozen=True)
     """Show a progress bar; ``None`` shows one only for long calls."""
+    base_url: str | None = Field(default=None, frozen=True)
+    """A vLLM server serving ``model`` (e.g. ``http://127.0.0.1:8000``) instead of local weights; see docs/vllm.md."""
+    api_key: SecretStr | None = Field(default=None, frozen=True)
+    """The server's ``--api-key``, if it has one."""
 
     _core: Qwen3Embedder = PrivateAttr()
 
@@ -141,6 +145,8 @@ class Qwen3Embeddings(BaseModel, Embeddings):
             batch_size=self.batch_size,
             max_batch_tokens=self.max_batch_tokens,
             show_progress=self.show_progress,
+            base_url=self.base_url,
+            api_key=self.api_key.get_secret_value() if self.api_key else None,
         )
         return self
 

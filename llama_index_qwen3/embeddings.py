@@ -105,6 +105,14 @@ class Qwen3Embedding(BaseEmbedding):
         gt=0,
         frozen=True,
     )
+    base_url: str | None = Field(
+        default=None,
+        description="A vLLM server serving the model (e.g. http://127.0.0.1:8000) instead of local weights.",
+        frozen=True,
+    )
+    api_key: str | None = Field(
+        default=None, description="The server's --api-key, if it has one.", frozen=True, exclude=True, repr=False
+    )
 
     _embedder: Qwen3Embedder = PrivateAttr()
 
@@ -120,6 +128,8 @@ class Qwen3Embedding(BaseEmbedding):
         max_length: int = 8192,
         batch_size: int = 32,
         max_batch_tokens: int | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
         callback_manager: CallbackManager | None = None,
         **kwargs: Any,
     ) -> None:
@@ -133,6 +143,8 @@ class Qwen3Embedding(BaseEmbedding):
             max_length=max_length,
             batch_size=batch_size,
             max_batch_tokens=max_batch_tokens,
+            base_url=base_url,
+            api_key=api_key,
             callback_manager=callback_manager,
             **kwargs,
         )
@@ -145,6 +157,8 @@ class Qwen3Embedding(BaseEmbedding):
             max_length=self.max_length,
             batch_size=self.batch_size,
             max_batch_tokens=self.max_batch_tokens,
+            base_url=self.base_url,
+            api_key=self.api_key,
         )
 
     @field_validator("model_name", mode="before")

@@ -92,6 +92,14 @@ class Qwen3Rerank(BaseNodePostprocessor):
         gt=0,
         frozen=True,
     )
+    base_url: str | None = Field(
+        default=None,
+        description="A vLLM server serving the model (e.g. http://127.0.0.1:8000) instead of local weights.",
+        frozen=True,
+    )
+    api_key: str | None = Field(
+        default=None, description="The server's --api-key, if it has one.", frozen=True, exclude=True, repr=False
+    )
 
     _reranker: Qwen3Reranker = PrivateAttr()
 
@@ -107,6 +115,8 @@ class Qwen3Rerank(BaseNodePostprocessor):
         max_length: int = 8192,
         batch_size: int = 16,
         max_batch_tokens: int | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
         callback_manager: CallbackManager | None = None,
         **kwargs: Any,
     ) -> None:
@@ -120,6 +130,8 @@ class Qwen3Rerank(BaseNodePostprocessor):
             max_length=max_length,
             batch_size=batch_size,
             max_batch_tokens=max_batch_tokens,
+            base_url=base_url,
+            api_key=api_key,
             **({} if callback_manager is None else {"callback_manager": callback_manager}),
             **kwargs,
         )
@@ -131,6 +143,8 @@ class Qwen3Rerank(BaseNodePostprocessor):
             max_length=self.max_length,
             batch_size=self.batch_size,
             max_batch_tokens=self.max_batch_tokens,
+            base_url=self.base_url,
+            api_key=self.api_key,
         )
 
     @field_validator("model", mode="before")

@@ -181,6 +181,7 @@ def test_config_round_trips_through_to_dict_and_from_dict_without_the_model(make
         "max_length": 256,
         "batch_size": 4,
         "max_batch_tokens": 2048,
+        "base_url": None,
         "class_name": "Qwen3Rerank",
     }
     restored = Qwen3Rerank.from_dict(data)
