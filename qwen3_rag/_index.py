@@ -111,6 +111,8 @@ class EmbeddingRequest:
     dtype: str | None = None
     batch_size: int = 32
     max_length: int = 8192
+    base_url: str | None = None
+    api_key: str | None = None
 
 
 def _probe(embedder: Qwen3Embedder, dimensions: int) -> tuple[float, ...]:
@@ -164,6 +166,8 @@ def load_embedder(
             batch_size=request.batch_size,
             max_length=request.max_length,
             show_progress=False,
+            base_url=request.base_url,
+            api_key=request.api_key,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc

@@ -39,6 +39,9 @@ ENV = {
     "device": "QWEN3_RAG_DEVICE",
     "dtype": "QWEN3_RAG_DTYPE",
     "max_new_tokens": "QWEN3_RAG_MAX_NEW_TOKENS",
+    "embedding_url": "QWEN3_RAG_EMBEDDING_URL",
+    "reranker_url": "QWEN3_RAG_RERANKER_URL",
+    "api_key": "QWEN3_RAG_API_KEY",
 }
 """The environment variable behind each option; the flag wins when both are set."""
 
@@ -82,6 +85,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help=f"task instruction for queries, '' for none [${ENV['instruction']}; default: the index's, "
         "or the web-search task]",
     )
+    models.add_argument(
+        "--embedding-url",
+        metavar="URL",
+        help=f"a vLLM server serving the embedding model, instead of local weights [${ENV['embedding_url']}]",
+    )
+    models.add_argument(
+        "--api-key", metavar="KEY", help=f"the vLLM servers' --api-key, if they have one [${ENV['api_key']}]"
+    )
     run = parser.add_argument_group("hardware")
     run.add_argument("--device", help=f"cpu, cuda, cuda:1, mps [${ENV['device']}; default: cuda > mps > cpu]")
     run.add_argument(
@@ -105,6 +116,11 @@ def _add_retrieval(parser: argparse.ArgumentParser, *, top_n: int) -> None:
         "--reranker-model",
         metavar="ID|DIR",
         help=f"Qwen3-Reranker Hub id or local folder [${ENV['reranker_model']}, default Qwen/Qwen3-Reranker-0.6B]",
+    )
+    group.add_argument(
+        "--reranker-url",
+        metavar="URL",
+        help=f"a vLLM server serving the reranker, instead of local weights [${ENV['reranker_url']}]",
     )
     group.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -277,6 +293,8 @@ class Resolved:
             dtype=self.dtype(),
             batch_size=self.args.batch_size,
             max_length=self.args.max_length,
+            base_url=self.value("embedding_url"),
+            api_key=self.value("api_key"),
         )
 
 
@@ -404,6 +422,8 @@ def _retrieve(opts: Resolved, console: Console) -> tuple[list[Any], Any]:
             batch_size=max(1, args.batch_size // 2),
             max_length=args.max_length,
             show_progress=False,
+            base_url=opts.value("reranker_url"),
+            api_key=opts.value("api_key"),
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
