@@ -21,6 +21,10 @@ Example::
     for batch in iter_embeddings("vectors/"):  # no Ray needed here
         ...  # batch.ids, batch.texts, batch.vectors (float32, shape (n, d))
 
+``iter_embedded`` runs the same actor pool but streams the vectors back to the calling process instead of
+writing files (what ``qwen3-rag index --ray`` uses to fill its Chroma collection); ``write_to_chroma`` upserts
+an output folder into a Chroma collection.
+
 Command line: ``python -m qwen3_rag.distributed SOURCE... --output DIR --model MODEL [--num-actors N] ...``.
 
 Ray's processes listen on every network interface, even when asked not to; start local Ray on a machine you
@@ -34,10 +38,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 import numpy as np
 
@@ -57,6 +61,7 @@ __all__ = [
     "EmbeddingBatch",
     "embed_corpus",
     "embed_corpus_to_chroma",
+    "iter_embedded",
     "iter_embeddings",
     "main",
     "write_to_chroma",
@@ -111,8 +116,12 @@ class EmbeddingBatch(NamedTuple):
 # ------------------------------------------------------------------------------------------------- the job
 
 
+Source = Union["ray.data.Dataset", str, os.PathLike, Sequence[str | os.PathLike], Sequence[Mapping[str, Any]]]
+"""What the job reads: a Ray Dataset, file or folder path(s), or rows (dicts) built in this process."""
+
+
 def embed_corpus(
-    source: ray.data.Dataset | str | os.PathLike | Sequence[str | os.PathLike],
+    source: Source,
     output_dir: str | os.PathLike,
     *,
     model: str | os.PathLike = DEFAULT_EMBEDDING_MODEL,
@@ -138,10 +147,11 @@ def embed_corpus(
 
     Args:
         source: a ``ray.data.Dataset``; parquet or JSONL file(s) (``.parquet``, ``.jsonl``, ``.json`` with one
-            object per line) or a folder holding only such files; or a folder of documents (``.txt``/``.md``,
-            searched recursively, id = the path relative to the folder, e.g. ``guides/install.md``). Tables
-            need ``id_column`` and ``text_column``; ids must be unique. Documents are embedded whole (no
-            chunking here: chunk first and pass a table of chunks). Paths must be readable from every node.
+            object per line) or a folder holding only such files; a folder of documents (``.txt``/``.md``,
+            searched recursively, id = the path relative to the folder, e.g. ``guides/install.md``); or a list
+            of dicts (rows built here, e.g. chunks). Tables need ``id_column`` and ``text_column``; ids must be
+            unique. Documents are embedded whole (no chunking here: chunk first and pass the chunks as rows
+            or a table). Paths must be readable from every node.
         output_dir: folder of parquet files; created if missing. On a cluster: a path every node sees.
         model: Hub id or local folder, loaded once per actor (a cluster: on every node).
         dimensions: Matryoshka size (32..hidden size); ``None`` keeps the full vector.
@@ -167,41 +177,27 @@ def embed_corpus(
         A ``CorpusEmbeddingResult`` with the rows embedded by this run and the files it wrote.
     """
     started = time.perf_counter()
-    dimensions = _check_dimensions(dimensions)
-    instruction = check_instruction(instruction) or None
-    max_length = check_positive(max_length, "max_length")
-    num_actors = check_positive(num_actors, "num_actors")
-    rows_per_call = check_positive(rows_per_call, "rows_per_call")
-    batch_size = check_positive(batch_size, "batch_size")
-    max_batch_tokens = check_positive(max_batch_tokens, "max_batch_tokens", allow_none=True)
-    _check_resources(num_gpus_per_actor, num_cpus_per_actor)
-    metadata_columns = _check_metadata_columns(metadata_columns)
-    model = os.fspath(model)
+    job = _Job.checked(
+        model=model, dimensions=dimensions, instruction=instruction, max_length=max_length, dtype=dtype,
+        num_actors=num_actors, num_gpus_per_actor=num_gpus_per_actor, num_cpus_per_actor=num_cpus_per_actor,
+        rows_per_call=rows_per_call, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
+        id_column=id_column, text_column=text_column, metadata_columns=metadata_columns, store_text=store_text,
+    )  # fmt: skip
     ray = _import_ray()
-
     output = Path(output_dir)
-    settings = {"model": model, "dimensions": dimensions, "instruction": instruction, "max_length": max_length}
-    plan = _plan_source(ray, source, id_column=id_column, text_column=text_column,
-                        metadata_columns=metadata_columns)  # fmt: skip
-    done_ids = _prepare_output(output, settings, resume=resume)
+    plan = _plan_source(ray, source, job)
+    done_ids = _prepare_output(output, job.settings(), resume=resume)
     before = set(_parquet_files(output))
     if plan.kind == "documents" and len(done_ids):
         done = set(done_ids.to_pylist())
         plan = replace(plan, names=tuple(n for n in plan.names if n not in done))
 
-    if plan.kind != "documents" or plan.names:  # a folder with nothing new does not start Ray
-        device = "cpu" if num_gpus_per_actor == 0 else None  # None: the GPU that Ray assigned to the actor
-        embedder_kwargs = {"device": device, "dtype": dtype, "dimensions": dimensions, "max_length": max_length,
-                           "batch_size": batch_size, "max_batch_tokens": max_batch_tokens,
-                           "show_progress": False}  # fmt: skip
-        actor_kwargs = {"model": model, "embedder_kwargs": embedder_kwargs, "instruction": instruction,
-                        "store_text": store_text, "num_threads": max(1, int(num_cpus_per_actor))}  # fmt: skip
+    if not plan.empty:  # a folder with nothing new does not start Ray
         with _RaySession(ray, address, ray_init_kwargs):
-            _run_job(
-                ray, _source_dataset(ray, plan, done_ids, rows_per_call=rows_per_call), output, actor_kwargs,
-                num_actors=num_actors, num_cpus_per_actor=num_cpus_per_actor,
-                num_gpus_per_actor=num_gpus_per_actor, rows_per_call=rows_per_call,
-            )  # fmt: skip
+            embedded = job.embed(ray, _source_dataset(ray, plan, done_ids, rows_per_call=job.rows_per_call))
+            if embedded is not None:
+                output.mkdir(parents=True, exist_ok=True)
+                embedded.write_parquet(str(output))
 
     pq = _import_parquet()
     new_files = tuple(sorted(set(_parquet_files(output)) - before))
@@ -212,37 +208,120 @@ def embed_corpus(
     return result
 
 
-def _run_job(
-    ray: Any,
-    dataset: ray.data.Dataset,
-    output: Path,
-    actor_kwargs: dict[str, Any],
+def iter_embedded(
+    source: Source,
     *,
-    num_actors: int,
-    num_cpus_per_actor: float,
-    num_gpus_per_actor: float,
-    rows_per_call: int,
-) -> None:
-    """Embed ``dataset`` on the actor pool and append its parquet files to ``output``."""
-    spare_cpus = ray.cluster_resources().get("CPU", 0) - num_actors * num_cpus_per_actor
-    if spare_cpus < 1:
-        # The actors would hold every CPU from the start and the reading tasks would wait for them forever
-        # (2 actors x 1 CPU on a 2-CPU machine): read the rows to embed first, then start the actors.
-        logger.info("%.3g CPUs left beside the actors: reading the corpus before embedding it", spare_cpus)
-        dataset = dataset.materialize()
-        if dataset.count() == 0:
+    model: str | os.PathLike = DEFAULT_EMBEDDING_MODEL,
+    dimensions: int | None = None,
+    instruction: str | None = None,
+    max_length: int = 8192,
+    dtype: str | None = None,
+    num_actors: int = 1,
+    num_gpus_per_actor: float = 0,
+    num_cpus_per_actor: float = 1,
+    rows_per_call: int = 512,
+    batch_size: int = 32,
+    max_batch_tokens: int | None = None,
+    id_column: str = "id",
+    text_column: str = "text",
+    metadata_columns: Sequence[str] = (),
+    store_text: bool = True,
+    address: str | None = None,
+    ray_init_kwargs: dict[str, Any] | None = None,
+) -> Iterator[EmbeddingBatch]:
+    """Embed ``source`` on the actor pool like ``embed_corpus``, streaming the rows back to this process.
+
+    No output folder (so no shared storage is needed on a cluster) and no resuming: the caller keeps track
+    of what it wrote -- e.g. the CLI, whose Chroma collection already records which chunks are indexed. Batches
+    arrive in no particular order, up to ``rows_per_call`` rows each. Ray stays initialised until the
+    iteration ends (or the generator is closed). Arguments as in ``embed_corpus``.
+    """
+    job = _Job.checked(
+        model=model, dimensions=dimensions, instruction=instruction, max_length=max_length, dtype=dtype,
+        num_actors=num_actors, num_gpus_per_actor=num_gpus_per_actor, num_cpus_per_actor=num_cpus_per_actor,
+        rows_per_call=rows_per_call, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
+        id_column=id_column, text_column=text_column, metadata_columns=metadata_columns, store_text=store_text,
+    )  # fmt: skip
+    ray = _import_ray()
+    plan = _plan_source(ray, source, job)
+    if plan.empty:
+        return
+    with _RaySession(ray, address, ray_init_kwargs):
+        embedded = job.embed(ray, _source_dataset(ray, plan, None, rows_per_call=job.rows_per_call))
+        if embedded is None:
             return
-    embedded = dataset.map_batches(
-        _EmbedActor,
-        fn_constructor_kwargs=actor_kwargs,
-        compute=ray.data.ActorPoolStrategy(size=num_actors),
-        batch_size=rows_per_call,
-        batch_format="pyarrow",
-        num_cpus=num_cpus_per_actor,
-        num_gpus=num_gpus_per_actor,
-    )
-    output.mkdir(parents=True, exist_ok=True)
-    embedded.write_parquet(str(output))
+        for table in embedded.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for record_batch in table.to_batches():
+                yield _embedding_batch(record_batch)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """The checked settings of one job, and the actor-pool stage built from them."""
+
+    model: str
+    dimensions: int | None
+    instruction: str | None
+    max_length: int
+    dtype: str | None
+    num_actors: int
+    num_gpus_per_actor: float
+    num_cpus_per_actor: float
+    rows_per_call: int
+    batch_size: int
+    max_batch_tokens: int | None
+    id_column: str
+    text_column: str
+    metadata_columns: tuple[str, ...]
+    store_text: bool
+
+    @classmethod
+    def checked(cls, **kwargs: Any) -> _Job:
+        for name in ("max_length", "num_actors", "rows_per_call", "batch_size"):
+            check_positive(kwargs[name], name)
+        check_positive(kwargs["max_batch_tokens"], "max_batch_tokens", allow_none=True)
+        _check_resources(kwargs["num_gpus_per_actor"], kwargs["num_cpus_per_actor"])
+        for name in ("id_column", "text_column"):
+            if not isinstance(kwargs[name], str):
+                raise TypeError(f"{name} must be a column name (str), got {type(kwargs[name]).__name__}")
+        return cls(**{
+            **kwargs,
+            "model": os.fspath(kwargs["model"]),
+            "dimensions": _check_dimensions(kwargs["dimensions"]),
+            "instruction": check_instruction(kwargs["instruction"]) or None,
+            "metadata_columns": _check_metadata_columns(kwargs["metadata_columns"]),
+        })  # fmt: skip
+
+    def settings(self) -> dict[str, Any]:
+        """What makes vectors comparable: recorded in, and checked against, the output folder's manifest."""
+        return {"model": self.model, "dimensions": self.dimensions, "instruction": self.instruction,
+                "max_length": self.max_length}  # fmt: skip
+
+    def embed(self, ray: Any, dataset: ray.data.Dataset) -> ray.data.Dataset | None:
+        """``dataset`` through the actor pool; ``None`` when it turned out to be empty."""
+        spare_cpus = ray.cluster_resources().get("CPU", 0) - self.num_actors * self.num_cpus_per_actor
+        if spare_cpus < 1:
+            # The actors would hold every CPU from the start and the reading tasks would wait for them
+            # forever (2 actors x 1 CPU on a 2-CPU machine): read the rows to embed first, then start the actors.
+            logger.info("%.3g CPUs left beside the actors: reading the corpus before embedding it", spare_cpus)
+            dataset = dataset.materialize()
+            if dataset.count() == 0:
+                return None
+        device = "cpu" if self.num_gpus_per_actor == 0 else None  # None: the GPU that Ray assigned to the actor
+        embedder_kwargs = {"device": device, "dtype": self.dtype, "dimensions": self.dimensions,
+                           "max_length": self.max_length, "batch_size": self.batch_size,
+                           "max_batch_tokens": self.max_batch_tokens, "show_progress": False}  # fmt: skip
+        actor_kwargs = {"model": self.model, "embedder_kwargs": embedder_kwargs, "instruction": self.instruction,
+                        "store_text": self.store_text, "num_threads": max(1, int(self.num_cpus_per_actor))}  # fmt: skip
+        return dataset.map_batches(
+            _EmbedActor,
+            fn_constructor_kwargs=actor_kwargs,
+            compute=ray.data.ActorPoolStrategy(size=self.num_actors),
+            batch_size=self.rows_per_call,
+            batch_format="pyarrow",
+            num_cpus=self.num_cpus_per_actor,
+            num_gpus=self.num_gpus_per_actor,
+        )
 
 
 def iter_embeddings(output_dir: str | os.PathLike, *, batch_rows: int = 1000) -> Iterator[EmbeddingBatch]:
@@ -251,18 +330,22 @@ def iter_embeddings(output_dir: str | os.PathLike, *, batch_rows: int = 1000) ->
     pq = _import_parquet()
     for path in _parquet_files(Path(output_dir)):
         for record_batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
-            names = record_batch.schema.names
-            extra = [n for n in names if n not in ("id", "text", "vector")]
-            metadatas = None
-            if extra:
-                columns = {n: record_batch.column(n).to_pylist() for n in extra}
-                metadatas = [{n: columns[n][i] for n in extra} for i in range(record_batch.num_rows)]
-            yield EmbeddingBatch(
-                ids=record_batch.column("id").to_pylist(),
-                texts=record_batch.column("text").to_pylist() if "text" in names else None,
-                vectors=_vectors(record_batch.column("vector")),
-                metadatas=metadatas,
-            )
+            yield _embedding_batch(record_batch)
+
+
+def _embedding_batch(record_batch: pa.RecordBatch) -> EmbeddingBatch:
+    names = record_batch.schema.names
+    extra = [n for n in names if n not in ("id", "text", "vector")]
+    metadatas = None
+    if extra:
+        columns = {n: record_batch.column(n).to_pylist() for n in extra}
+        metadatas = [{n: columns[n][i] for n in extra} for i in range(record_batch.num_rows)]
+    return EmbeddingBatch(
+        ids=record_batch.column("id").to_pylist(),
+        texts=record_batch.column("text").to_pylist() if "text" in names else None,
+        vectors=_vectors(record_batch.column("vector")),
+        metadatas=metadatas,
+    )
 
 
 def write_to_chroma(output_dir: str | os.PathLike, collection: Any, *, batch_rows: int = 1000) -> int:
@@ -286,7 +369,7 @@ def write_to_chroma(output_dir: str | os.PathLike, collection: Any, *, batch_row
 
 
 def embed_corpus_to_chroma(
-    source: ray.data.Dataset | str | os.PathLike | Sequence[str | os.PathLike],
+    source: Source,
     output_dir: str | os.PathLike,
     collection: Any,
     *,
@@ -345,7 +428,7 @@ def _select_rows(
     *,
     id_column: str,
     text_column: str,
-    metadata_columns: list[str],
+    metadata_columns: Sequence[str],
     done_ids: pa.Array | None,
 ) -> pa.Table:
     """The source's id (as string), text and metadata columns, without rows already embedded."""
@@ -406,20 +489,30 @@ def _vectors(column: pa.Array) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _SourcePlan:
-    kind: str  # "dataset" | "parquet" | "json" | "documents"
+    kind: str  # "dataset" | "rows" | "parquet" | "json" | "documents"
     dataset: Any = None
+    rows: tuple[Mapping[str, Any], ...] = ()
     paths: tuple[str, ...] = ()
     names: tuple[str, ...] = ()  # documents still to embed, relative to paths[0]
     select: tuple[str, str, tuple[str, ...]] = ("id", "text", ())
 
+    @property
+    def empty(self) -> bool:
+        """Known here, before Ray starts, to hold nothing to embed."""
+        return (self.kind == "documents" and not self.names) or (self.kind == "rows" and not self.rows)
 
-def _plan_source(
-    ray: Any, source: Any, *, id_column: str, text_column: str, metadata_columns: list[str]
-) -> _SourcePlan:
+
+def _plan_source(ray: Any, source: Any, job: _Job) -> _SourcePlan:
     """What to read; for a folder of documents, the file names (listed here, on the driver)."""
-    select = (id_column, text_column, tuple(metadata_columns))
+    select = (job.id_column, job.text_column, job.metadata_columns)
     if isinstance(source, ray.data.Dataset):
         return _SourcePlan("dataset", dataset=source, select=select)
+    if isinstance(source, Sequence) and not isinstance(source, str) and all(isinstance(r, Mapping) for r in source[:1]):
+        # A list of dicts, or an empty list: nothing to read from files.
+        bad = next((i for i, row in enumerate(source) if not isinstance(row, Mapping)), None)
+        if bad is not None:
+            raise TypeError(f"source[{bad}] must be a dict like the other rows, got {type(source[bad]).__name__}")
+        return _SourcePlan("rows", rows=tuple(source), select=select)
     kind, paths = _classify_source(source)
     if kind != "documents":
         return _SourcePlan(kind, paths=tuple(paths), select=select)
@@ -428,14 +521,16 @@ def _plan_source(
     return _SourcePlan("documents", paths=tuple(paths), names=tuple(_document_names(Path(paths[0]))))
 
 
-def _source_dataset(ray: Any, plan: _SourcePlan, done_ids: pa.Array, *, rows_per_call: int) -> ray.data.Dataset:
+def _source_dataset(ray: Any, plan: _SourcePlan, done_ids: pa.Array | None, *, rows_per_call: int) -> ray.data.Dataset:
     """The rows still to embed, as a Dataset of ``id``, ``text`` and metadata columns in small blocks."""
     id_column, text_column, metadata_columns = plan.select
+    blocks = max(1, -(-max(len(plan.names), len(plan.rows)) // rows_per_call))
     if plan.kind == "documents":
-        blocks = max(1, -(-len(plan.names) // rows_per_call))
         dataset = ray.data.from_items([{"id": n} for n in plan.names], override_num_blocks=blocks)
         dataset = dataset.map_batches(_read_documents, fn_kwargs={"root": plan.paths[0]}, batch_format="pyarrow")
         done_ids = None  # already left out of plan.names
+    elif plan.kind == "rows":
+        dataset = ray.data.from_items(list(plan.rows), override_num_blocks=blocks)
     elif plan.kind == "dataset":
         dataset = plan.dataset
     elif plan.kind == "parquet":
@@ -459,8 +554,6 @@ def _classify_source(source: Any) -> tuple[str, list[str]]:
     except TypeError:
         msg = f"source must be a ray.data.Dataset, a path or a list of paths, got {type(source).__name__}"
         raise TypeError(msg) from None
-    if not paths:
-        raise ValueError("source is an empty list of paths")
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise FileNotFoundError(f"source path(s) not found: {missing}")
@@ -603,10 +696,10 @@ def _check_resources(num_gpus_per_actor: Any, num_cpus_per_actor: Any) -> None:
         raise ValueError("a CPU actor needs num_cpus_per_actor > 0")
 
 
-def _check_metadata_columns(columns: Any) -> list[str]:
+def _check_metadata_columns(columns: Any) -> tuple[str, ...]:
     if isinstance(columns, str):
         raise TypeError(f"metadata_columns must be a list of column names, got a single str; use [{columns!r}]")
-    columns = list(columns)
+    columns = tuple(columns)
     reserved = {"id", "text", "vector"} & set(columns)
     if reserved:
         raise ValueError(f"metadata_columns must not include the output's own columns {sorted(reserved)}")

@@ -7,7 +7,8 @@ Start it inside a private network namespace -- Ray's processes listen on every i
 
 ``DIR`` holds what the test prepared: ``docs/`` (a folder of documents), ``extra/`` (documents added
 before the third run), ``rows.jsonl`` and ``more_rows.jsonl`` (a table, then the same table with more
-rows). The script writes ``DIR/out-*`` and ``DIR/report.json`` (one summary per run, with its timings).
+rows). The script writes ``DIR/out-*``, ``DIR/streamed.{npy,json}`` (what ``iter_embedded`` returned) and
+``DIR/report.json`` (one summary per run, with its timings).
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ def main() -> None:
     work: Path = args.work
 
     t0 = time.perf_counter()
+    import numpy as np
     import ray
     import ray.data
 
-    from qwen3_rag.distributed import embed_corpus
+    from qwen3_rag.distributed import embed_corpus, iter_embedded
 
     # A short private temp dir: Ray's unix socket paths must fit in 107 bytes, and other Ray users of this
     # machine keep theirs in /tmp/ray.
@@ -78,6 +80,16 @@ def main() -> None:
         rows = [json.loads(line) for line in (work / "rows.jsonl").read_text(encoding="utf-8").splitlines()]
         run("table_first", ray.data.from_items(rows), "out-table", **table)
         run("table_more", work / "more_rows.jsonl", "out-table", num_actors=1, **table)
+        # Rows built in this process, streamed back instead of written (as `qwen3-rag index --ray` does).
+        started = time.perf_counter()
+        streamed = list(iter_embedded(rows, model=args.model, num_actors=2, rows_per_call=8, id_column="doc_id",
+                                      text_column="body", metadata_columns=["group"]))  # fmt: skip
+        np.save(work / "streamed.npy", np.concatenate([b.vectors for b in streamed]))
+        columns = {"ids": [i for b in streamed for i in b.ids], "texts": [t for b in streamed for t in b.texts],
+                   "metadatas": [m for b in streamed for m in b.metadatas], "batches": len(streamed),
+                   "seconds": time.perf_counter() - started}  # fmt: skip
+        (work / "streamed.json").write_text(json.dumps(columns), encoding="utf-8")
+        runs["streamed"] = {"seconds": columns["seconds"]}
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)

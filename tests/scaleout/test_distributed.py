@@ -27,6 +27,7 @@ from qwen3_rag import Qwen3Embedder
 from qwen3_rag.distributed import (
     MANIFEST_NAME,
     embed_corpus,
+    iter_embedded,
     iter_embeddings,
     write_to_chroma,
 )
@@ -100,7 +101,7 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory: pytest.TempPathFactory, tiny_embedding_path: Path) -> dict:
-    """Runs ray_job_script.py once (one Ray start, five job runs) in a private network namespace."""
+    """Runs ray_job_script.py once (one Ray start, six job runs) in a private network namespace."""
     _require_ray()
     work = tmp_path_factory.mktemp("ray-job")
     _write(work / "docs", DOCS)
@@ -196,6 +197,18 @@ def test_table_vectors_follow_instruction_and_matryoshka_settings(job: dict, emb
     assert all(rows[str(r["doc_id"])][2] == {"group": r["group"]} for r in MORE_ROWS)
 
 
+def test_streamed_rows_come_back_with_their_vectors_and_metadata(job: dict, embedder: Qwen3Embedder) -> None:
+    streamed = json.loads((job["work"] / "streamed.json").read_text(encoding="utf-8"))
+    vectors = np.load(job["work"] / "streamed.npy")
+    assert sorted(streamed["ids"], key=int) == [str(r["doc_id"]) for r in ROWS]
+    assert streamed["batches"] >= 3  # rows_per_call=8: 20 rows come back in pieces, not all at once
+    by_id = {r["doc_id"]: r for r in ROWS}
+    rows = [by_id[int(i)] for i in streamed["ids"]]
+    assert streamed["texts"] == [r["body"] for r in rows]
+    assert streamed["metadatas"] == [{"group": r["group"]} for r in rows]
+    assert np.abs(vectors - embedder.embed_documents([r["body"] for r in rows])).max() <= TOLERANCE
+
+
 def test_output_is_plain_parquet_readable_without_ray(job: dict) -> None:
     folder = job["work"] / "out-docs"
     code = (
@@ -243,6 +256,12 @@ def test_resuming_with_other_settings_is_refused_before_ray_starts(tmp_path: Pat
         embed_corpus(tmp_path / "docs", tmp_path / "out", model="m", dimensions=64)
     with pytest.raises(FileExistsError, match="resume=True"):
         embed_corpus(tmp_path / "docs", tmp_path / "out", model="m", resume=False)
+
+
+def test_nothing_to_embed_does_not_start_ray(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    assert list(iter_embedded([], model="m")) == []
+    assert not ray.is_initialized()
 
 
 def test_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
