@@ -204,3 +204,63 @@ def test_qwen3_reranker_with_base_url_equals_the_local_core(reranker_server, loc
         atol=TOLERANCE,
         rtol=0,
     )
+
+
+# -- adapters and CLI with base_url -------------------------------------------------------------------
+
+
+def test_adapters_with_base_url_equal_the_local_core(embedding_server, reranker_server, local_embedder, local_reranker):
+    from langchain_core.documents import Document
+
+    from langchain_qwen3 import Qwen3Embeddings, Qwen3Rerank
+    from llama_index_qwen3 import Qwen3Embedding
+
+    lc = Qwen3Embeddings(model=embedding_server.model, base_url=embedding_server.base_url, dimensions=48)
+    np.testing.assert_allclose(
+        lc.embed_query(QUERIES[0]), local_embedder.embed_queries(QUERIES[:1], dimensions=48)[0], atol=TOLERANCE
+    )
+    li = Qwen3Embedding(model_name=embedding_server.model, base_url=embedding_server.base_url)
+    np.testing.assert_allclose(
+        li.get_text_embedding(DOCUMENTS[2]), local_embedder.embed_documents(DOCUMENTS[2:3])[0], atol=TOLERANCE
+    )
+    rerank = Qwen3Rerank(model=reranker_server.model, base_url=reranker_server.base_url, top_n=None)
+    ranked = rerank.compress_documents([Document(page_content=d) for d in DOCUMENTS], QUERIES[0])
+    local = sorted(local_reranker.score(QUERIES[0], DOCUMENTS), reverse=True)
+    np.testing.assert_allclose([d.metadata["relevance_score"] for d in ranked], local, atol=TOLERANCE)
+
+
+def test_cli_search_through_servers_equals_local_search(
+    embedding_server, reranker_server, vllm_checkpoints, tmp_path, capsys, monkeypatch
+):
+    import json
+    import os
+
+    from qwen3_rag.cli import main
+
+    for name in [n for n in os.environ if n.startswith("QWEN3_RAG_")]:
+        monkeypatch.delenv(name)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, doc in enumerate(DOCUMENTS[:4]):
+        (corpus / f"doc{i}.txt").write_text(doc)
+    db = str(tmp_path / "db")
+    served = ["--embedding-model", embedding_server.model, "--embedding-url", embedding_server.base_url]
+    assert main(["index", str(corpus), "--db", db, "-q", *served]) == 0
+
+    def search(*extra: str) -> list[dict]:
+        capsys.readouterr()
+        assert main(["search", QUERIES[0], "--db", db, "--json", "-q", "--top-n", "4", *extra]) == 0
+        return json.loads(capsys.readouterr().out)["results"]
+
+    remote = search(*served, "--reranker-model", reranker_server.model, "--reranker-url", reranker_server.base_url)
+    local = search(
+        "--embedding-model",
+        str(vllm_checkpoints["embedding"]),
+        "--reranker-model",
+        str(vllm_checkpoints["reranker"]),
+        "--device",
+        "cpu",
+    )
+    assert [hit["id"] for hit in remote] == [hit["id"] for hit in local]
+    for key in ("similarity", "rerank_score"):
+        np.testing.assert_allclose([hit[key] for hit in remote], [hit[key] for hit in local], atol=TOLERANCE)
