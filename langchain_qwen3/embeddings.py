@@ -9,8 +9,8 @@ from langchain_core.runnables.config import run_in_executor
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from typing_extensions import Self
 
-from langchain_qwen3._config import plain_model, plain_torch
 from qwen3_rag import DEFAULT_EMBEDDING_MODEL, DEFAULT_INSTRUCTION, Qwen3Embedder
+from qwen3_rag._validation import plain_path, plain_torch
 
 
 class Qwen3Embeddings(BaseModel, Embeddings):
@@ -126,7 +126,7 @@ class Qwen3Embeddings(BaseModel, Embeddings):
     @field_validator("model", mode="before")
     @classmethod
     def _path_as_string(cls, value: Any) -> Any:
-        return plain_model(value)
+        return plain_path(value)
 
     @field_validator("device", "dtype", mode="before")
     @classmethod

@@ -1,27 +1,11 @@
-"""Config helpers shared by the adapters."""
+"""Pickling support shared by the LlamaIndex adapters."""
 
 from __future__ import annotations
 
-import os
 import pickle
 from typing import Any
 
 from llama_index.core.bridge.pydantic import BaseModel
-
-
-def plain_path(value: Any) -> Any:
-    """A ``pathlib.Path`` (any ``os.PathLike``) as its string; anything else unchanged."""
-    return os.fspath(value) if isinstance(value, os.PathLike) else value
-
-
-def stringify_torch(value: Any) -> Any:
-    """``torch.device('cuda', 1)`` -> ``'cuda:1'``, ``torch.bfloat16`` -> ``'bfloat16'``; anything else unchanged.
-
-    Config stays plain strings so that ``to_dict()`` / ``to_json()`` round-trip without torch objects.
-    """
-    if type(value).__module__ == "torch":
-        return str(value).removeprefix("torch.")
-    return value
 
 
 def config_state(component: BaseModel, runtime: str) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
 from llama_index.core.callbacks import CallbackManager
 
-from llama_index_qwen3._config import config_state, plain_path, stringify_torch
+from llama_index_qwen3._config import config_state
 from qwen3_rag import DEFAULT_EMBEDDING_MODEL, DEFAULT_INSTRUCTION, Qwen3Embedder
+from qwen3_rag._validation import plain_path, plain_torch
 
 DEFAULT_EMBED_BATCH_SIZE = 1024
 """Texts LlamaIndex hands over per call; the core sorts within a call, so a bigger call pads less."""
@@ -169,7 +170,7 @@ class Qwen3Embedding(BaseEmbedding):
     @field_validator("device", "dtype", mode="before")
     @classmethod
     def _torch_objects_as_strings(cls, value: Any) -> Any:
-        return stringify_torch(value)
+        return plain_torch(value)
 
     def __getstate__(self) -> dict[str, Any]:
         return config_state(self, "_embedder")

@@ -12,8 +12,9 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 
-from llama_index_qwen3._config import config_state, plain_path, stringify_torch
+from llama_index_qwen3._config import config_state
 from qwen3_rag import DEFAULT_INSTRUCTION, DEFAULT_RERANKER_MODEL, Qwen3Reranker
+from qwen3_rag._validation import plain_path, plain_torch
 
 dispatcher = get_dispatcher(__name__)
 
@@ -155,7 +156,7 @@ class Qwen3Rerank(BaseNodePostprocessor):
     @field_validator("device", "dtype", mode="before")
     @classmethod
     def _torch_objects_as_strings(cls, value: Any) -> Any:
-        return stringify_torch(value)
+        return plain_torch(value)
 
     def __getstate__(self) -> dict[str, Any]:
         return config_state(self, "_reranker")

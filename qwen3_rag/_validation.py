@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -42,4 +43,20 @@ def check_instruction(value: Any, name: str = "instruction") -> str | None:
     if value is not None and not isinstance(value, str):
         msg = f"{name} must be a str or None, got {type(value).__name__}"
         raise TypeError(msg)
+    return value
+
+
+def plain_path(value: Any) -> Any:
+    """``pathlib.Path('models/emb')`` (any ``os.PathLike``) -> ``'models/emb'``; anything else unchanged."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def plain_torch(value: Any) -> Any:
+    """``torch.device('cuda', 1)`` -> ``'cuda:1'``, ``torch.bfloat16`` -> ``'bfloat16'``; anything else unchanged.
+
+    The adapters keep their config as plain strings (``model_dump()`` / ``to_dict()`` hold no torch objects)
+    without importing torch themselves.
+    """
+    if type(value).__module__ == "torch":
+        return str(value).removeprefix("torch.")
     return value
