@@ -38,7 +38,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import types
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Union
@@ -456,11 +457,23 @@ def _select_rows(
 
 def _read_documents(batch: pa.Table, *, root: str) -> pa.Table:
     """Read the files named by the ``id`` column (paths relative to ``root``) into a ``text`` column."""
+    from pathlib import Path
+
     import pyarrow as pa
 
     ids = batch.column("id").to_pylist()
     texts = [(Path(root) / i).read_text(encoding="utf-8", errors="replace") for i in ids]
     return pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(texts, pa.string())})
+
+
+def _by_value(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A copy of ``fn`` that Ray's cloudpickle ships by value (it cannot be imported by name), so that the
+    workers reading and filtering rows never import ``qwen3_rag`` -- and with it torch: seconds of start-up
+    and hundreds of MB per worker. ``fn`` may only use builtins and the modules it imports itself."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    copy.__qualname__ = f"_by_value.<locals>.{fn.__name__}"
+    return copy
 
 
 def _list_array(vectors: np.ndarray) -> pa.Array:
@@ -527,7 +540,8 @@ def _source_dataset(ray: Any, plan: _SourcePlan, done_ids: pa.Array | None, *, r
     blocks = max(1, -(-max(len(plan.names), len(plan.rows)) // rows_per_call))
     if plan.kind == "documents":
         dataset = ray.data.from_items([{"id": n} for n in plan.names], override_num_blocks=blocks)
-        dataset = dataset.map_batches(_read_documents, fn_kwargs={"root": plan.paths[0]}, batch_format="pyarrow")
+        read = _by_value(_read_documents)
+        dataset = dataset.map_batches(read, fn_kwargs={"root": plan.paths[0]}, batch_format="pyarrow")
         done_ids = None  # already left out of plan.names
     elif plan.kind == "rows":
         dataset = ray.data.from_items(list(plan.rows), override_num_blocks=blocks)
@@ -540,7 +554,7 @@ def _source_dataset(ray: Any, plan: _SourcePlan, done_ids: pa.Array | None, *, r
         dataset = ray.data.read_json(list(plan.paths), lines=True)
     select = {"id_column": id_column, "text_column": text_column, "metadata_columns": list(metadata_columns),
               "done_ids": done_ids if done_ids is not None and len(done_ids) else None}  # fmt: skip
-    dataset = dataset.map_batches(_select_rows, fn_kwargs=select, batch_format="pyarrow")
+    dataset = dataset.map_batches(_by_value(_select_rows), fn_kwargs=select, batch_format="pyarrow")
     # Blocks of at most rows_per_call rows, so that one large file is still spread over every actor.
     return dataset.repartition(target_num_rows_per_block=rows_per_call)
 
