@@ -1,12 +1,12 @@
 """Embed a corpus at scale with Ray Data: one ``Qwen3Embedder`` per actor, output in plain parquet.
 
-Install with ``pip install "qwen3-rag[ray]"``. The job reads a Ray ``Dataset``, parquet or JSONL files, or a
-folder of ``.txt``/``.md`` documents; embeds it on a pool of actors (``ray.data.ActorPoolStrategy``), each
-holding one model on CPU or on ``num_gpus_per_actor`` GPUs; and writes parquet files with the columns
-``id`` (string), ``text`` (string, optional) and ``vector`` (``list<float32>``), which pyarrow, pandas,
-DuckDB or Spark read without Ray. Each actor receives ``rows_per_call`` rows at a time and hands them to
-``Qwen3Embedder.embed_documents``, which sorts them by token length and cuts them into forward passes of at
-most ``batch_size`` inputs and ``max_batch_tokens`` padded tokens.
+Install with ``pip install "qwen3-rag[ray]"``. The job reads a Ray ``Dataset``, parquet or JSONL files, a
+folder of ``.txt``/``.md`` documents or a list of dicts; embeds it on a pool of actors
+(``ray.data.ActorPoolStrategy``), each holding one model on CPU or on ``num_gpus_per_actor`` GPUs; and writes
+parquet files with the columns ``id`` (string), ``text`` (string, optional) and ``vector``
+(``list<float32>``), which pyarrow alone reads, without Ray. Each actor receives ``rows_per_call`` rows at a
+time and hands them to ``Qwen3Embedder.embed_documents``, which sorts them by token length and cuts them into
+forward passes of at most ``batch_size`` inputs and ``max_batch_tokens`` padded tokens.
 
 The job is resumable: ids already in ``output_dir`` are filtered out before anything is embedded, and every
 run adds new files next to the old ones (nothing is overwritten). A manifest in the folder records the
@@ -27,8 +27,8 @@ an output folder into a Chroma collection.
 
 Command line: ``python -m qwen3_rag.distributed SOURCE... --output DIR --model MODEL [--num-actors N] ...``.
 
-Ray's processes listen on every network interface, even when asked not to; start local Ray on a machine you
-do not trust the network of inside a private network namespace (see ``docs/ray.md``).
+Ray's processes listen on every network interface, even when asked not to: run a local Ray inside a private
+network namespace, and a cluster on a private network (see ``docs/ray.md``).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class CorpusEmbeddingResult:
     dimension: int | None
     """Length of the vectors in the folder (``None`` while it is empty)."""
     seconds: float
-    """Wall time of the run, Ray start-up and model loading included."""
+    """Wall time of the call: actor start-up and model loading included, and Ray's start when the call started it."""
 
     @property
     def total(self) -> int:

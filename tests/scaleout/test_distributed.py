@@ -29,6 +29,7 @@ from qwen3_rag.distributed import (
     embed_corpus,
     iter_embedded,
     iter_embeddings,
+    main,
     write_to_chroma,
 )
 
@@ -237,13 +238,13 @@ def test_ray_start_and_job_time_stay_modest(job: dict) -> None:
 # ------------------------------------------------------------------------------- without starting Ray
 
 
-def _fake_output(folder: Path, *, dimensions: int | None = None) -> None:
+def _fake_output(folder: Path, *, dimensions: int | None = None, ids: tuple[str, str] = ("a", "b")) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     folder.mkdir(parents=True)
     vectors = pa.array([[0.6, 0.8], [1.0, 0.0]], pa.list_(pa.float32()))
-    pq.write_table(pa.table({"id": ["a", "b"], "text": ["x", "y"], "vector": vectors}), folder / "part-0.parquet")
+    pq.write_table(pa.table({"id": list(ids), "text": ["x", "y"], "vector": vectors}), folder / "part-0.parquet")
     manifest = {"format": 1, "model": "m", "dimensions": dimensions, "instruction": None, "max_length": 8192}
     (folder / MANIFEST_NAME).write_text(json.dumps(manifest), encoding="utf-8")
 
@@ -261,6 +262,16 @@ def test_resuming_with_other_settings_is_refused_before_ray_starts(tmp_path: Pat
 def test_nothing_to_embed_does_not_start_ray(tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")
     assert list(iter_embedded([], model="m")) == []
+    assert not ray.is_initialized()
+
+
+def test_command_line_prints_the_run_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ray = pytest.importorskip("ray")
+    _write(tmp_path / "docs", {"a.txt": "x", "sub/b.md": "y"})
+    _fake_output(tmp_path / "out", ids=("a.txt", "sub/b.md"))  # everything embedded: Ray is not started
+    main([str(tmp_path / "docs"), "--output", str(tmp_path / "out"), "--model", "m"])
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["embedded"], summary["existing"], summary["new_files"], summary["dimension"]) == (0, 2, [], 2)
     assert not ray.is_initialized()
 
 
