@@ -1,11 +1,11 @@
 """The Ray corpus job (qwen3_rag.distributed), end to end on a local 2-CPU Ray with 2 actors.
 
 Ray's processes listen on every network interface even when told not to, so Ray runs only inside a private
-network namespace: a subprocess ``unshare --net --pid --fork --mount-proc --kill-child sh -c 'ip link set lo up
-&& exec python ray_job_script.py ...'`` (root, util-linux and iproute2 needed); the PID namespace makes sure
-no Ray process outlives the job. The vectors it writes are then read here with pyarrow
-alone and compared with the in-process ``Qwen3Embedder``. Without Ray, pyarrow, ``unshare`` or the right
-to use it, the Ray tests are skipped with the reason -- or fail when ``QWEN3_RAG_REQUIRE_RAY=1`` (CI).
+network namespace: a subprocess ``unshare --net --pid --fork --mount-proc --kill-child sh -c 'ip link set lo
+up && exec python ray_job_script.py ...'`` (root, util-linux and iproute2 needed); the PID namespace makes
+sure no Ray process outlives the job. The vectors it writes are then read here, without Ray, and compared
+with the in-process ``Qwen3Embedder``. Without Ray, pyarrow, ``unshare`` or the right to use it, the Ray
+tests are skipped with the reason -- or fail when ``QWEN3_RAG_REQUIRE_RAY=1`` (set it in CI).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -109,7 +110,8 @@ def job(tmp_path_factory: pytest.TempPathFactory, tiny_embedding_path: Path) -> 
     _write(work / "extra", EXTRA_DOCS)
     _jsonl(work / "rows.jsonl", ROWS)
     _jsonl(work / "more_rows.jsonl", MORE_ROWS)
-    command = f"ip link set lo up && exec {sys.executable} {SCRIPT} --work {work} --model {tiny_embedding_path}"
+    script = shlex.join([sys.executable, str(SCRIPT), "--work", str(work), "--model", str(tiny_embedding_path)])
+    command = f"ip link set lo up && exec {script}"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     started = time.perf_counter()
     proc = subprocess.run(
