@@ -306,11 +306,11 @@ def plan(
     return planned
 
 
-def _groups(planned: list[PlannedFile]) -> Iterator[list[PlannedFile]]:
+def _groups(planned: list[PlannedFile], group_chunks: int) -> Iterator[list[PlannedFile]]:
     group: list[PlannedFile] = []
     size = 0
     for item in planned:
-        if group and size + len(item.missing) > _GROUP_CHUNKS:
+        if group and size + len(item.missing) > group_chunks:
             yield group
             group, size = [], 0
         group.append(item)
@@ -321,18 +321,19 @@ def _groups(planned: list[PlannedFile]) -> Iterator[list[PlannedFile]]:
 
 def write(
     collection: Any,
-    embedder: Qwen3Embedder,
+    embed: Callable[[list[str]], Any],
     planned: list[PlannedFile],
     *,
-    dimensions: int,
     report: IndexReport,
     progress: Callable[[int], None] = lambda n: None,
     max_batch: int = 5000,
+    group_chunks: int = _GROUP_CHUNKS,
 ) -> IndexReport:
-    """Embed the missing chunks a group of files at a time, then store them file by file."""
-    for group in _groups(planned):
+    """Embed the missing chunks (``embed``: texts -> one vector each, in order) a group of files at a time, then
+    store them file by file."""
+    for group in _groups(planned, group_chunks):
         texts = [item.texts[i] for item in group for i in item.missing]
-        vectors = embedder.embed_documents(texts, dimensions=dimensions) if texts else []
+        vectors = embed(texts) if texts else []
         offset = 0
         for item in group:
             rows = vectors[offset : offset + len(item.missing)]
@@ -423,3 +424,24 @@ def rerank(reranker: Any, query: str, hits: list[Hit], *, top_n: int) -> list[Hi
         hit.rerank_score = float(result.score)
         out.append(hit)
     return out
+
+
+def ray_embed(
+    fingerprint: Fingerprint, *, address: str | None, num_actors: int, num_gpus_per_actor: float, **kwargs: Any
+) -> Callable[[list[str]], Any]:
+    """``embed`` for :func:`write` on a Ray actor pool (``qwen3_rag.distributed``), with the index's model,
+    dimensions and no instruction (documents), like the in-process path."""
+    from qwen3_rag.distributed import iter_embedded
+
+    def embed(texts: list[str]) -> Any:
+        rows = [{"id": str(i), "text": text} for i, text in enumerate(texts)]
+        vectors: list[Any] = [None] * len(texts)
+        for batch in iter_embedded(
+            rows, model=fingerprint.model, dimensions=fingerprint.dimensions, num_actors=num_actors,
+            num_gpus_per_actor=num_gpus_per_actor, store_text=False, address=address, **kwargs,
+        ):  # fmt: skip
+            for id_, vector in zip(batch.ids, batch.vectors, strict=True):
+                vectors[int(id_)] = vector
+        return vectors
+
+    return embed

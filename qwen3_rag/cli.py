@@ -19,6 +19,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -179,6 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_formatter,
     )
     index.add_argument("paths", nargs="+", metavar="PATH", help="files and folders to index")
+    scale = index.add_argument_group("Ray (pip install 'qwen3-rag[ray]'; see docs/ray.md)")
+    scale.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="embed on a Ray actor pool: a local Ray, or the cluster at ADDRESS (e.g. ray://head:10001)",
+    )
+    scale.add_argument("--ray-actors", type=_positive, default=1, metavar="N", help="actors, one model each (1)")
+    scale.add_argument("--ray-gpus", type=float, default=0, metavar="G", help="GPUs per actor (0: CPU)")
     chunking = index.add_argument_group("chunking")
     chunking.add_argument(
         "--chunk-size",
@@ -359,18 +370,26 @@ def run_index(opts: Resolved, console: Console) -> int:
         f"{len(files)} files: {len(planned)} to index ({total} chunks), {len(report.unchanged)} unchanged, "
         f"{len(report.skipped)} skipped; {fingerprint.model}, {fingerprint.dimensions} dimensions"
     )
+    if args.ray is None:
+        embed, group = partial(embedder.embed_documents, dimensions=fingerprint.dimensions), {}
+    else:  # one job for every missing chunk: a Ray session per group of files would cost its start-up each time
+        embed = _index.ray_embed(
+            fingerprint, address=args.ray or None, num_actors=args.ray_actors, num_gpus_per_actor=args.ray_gpus,
+            batch_size=args.batch_size, max_length=args.max_length, dtype=opts.dtype(),
+        )  # fmt: skip
+        group = {"group_chunks": max(total, 1)}
     try:
         with tqdm(
             total=total, desc="Embedding", unit="chunk", disable=args.quiet or not total, file=console.err
         ) as bar:
             _index.write(
                 collection,
-                embedder,
+                embed,
                 planned,
-                dimensions=fingerprint.dimensions,
                 report=report,
                 progress=bar.update,
                 max_batch=client.get_max_batch_size(),
+                **group,
             )
     except KeyboardInterrupt:
         console.warn(
