@@ -30,22 +30,35 @@ def token_budget(max_batch_tokens: int | None, device: torch.device) -> int:
     return DEFAULT_BATCH_TOKENS["cpu" if device.type == "cpu" else "accelerator"]
 
 
+MAX_BATCH_PADDING = 0.05
+"""A batch closes before an input that would make more than this share of its tokens padding ..."""
+PADDING_SLACK = 64
+"""... unless the batch would waste no more than this many tokens (negligible next to a forward pass)."""
+
+
 def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None) -> list[list[int]]:
-    """Indices grouped longest first: at most ``batch_size`` each, and at most ``max_batch_tokens`` padded
-    tokens (batch rows x longest row) each, where set. A sequence longer than the budget runs alone."""
+    """Indices grouped longest first: at most ``batch_size`` each, at most ``max_batch_tokens`` padded tokens
+    (batch rows x longest row) each, where set, and little padding (see ``MAX_BATCH_PADDING``). A sequence
+    longer than the budget runs alone."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     current: list[int] = []
+    wasted = 0
     for i in order:
         # Sorted longest first, so the batch's padded width is the length of its first element.
         width = lengths[current[0]] if current else lengths[i]
-        full = len(current) >= batch_size or (
-            max_batch_tokens is not None and (len(current) + 1) * width > max_batch_tokens
+        padded = (len(current) + 1) * width
+        waste = wasted + width - lengths[i]
+        full = (
+            len(current) >= batch_size
+            or (max_batch_tokens is not None and padded > max_batch_tokens)
+            or waste > max(MAX_BATCH_PADDING * padded, PADDING_SLACK)
         )
         if current and full:
             batches.append(current)
-            current = []
+            current, waste = [], 0
         current.append(i)
+        wasted = waste
     if current:
         batches.append(current)
     return batches

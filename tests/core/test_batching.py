@@ -28,6 +28,21 @@ def test_token_budget_bounds_padded_tokens_per_batch():
     assert padding_fraction(lengths, batches) < 0.05  # sorted batches barely pad
 
 
+def test_batches_close_before_they_would_be_mostly_padding():
+    lengths = [1000, 990, 600, 590, 580, 300]
+    batches = plan_batches(lengths, batch_size=32, max_batch_tokens=None)
+    assert batches == [[0, 1], [2, 3, 4], [5]]
+    assert padding_fraction(lengths, batches) < 0.05
+    assert plan_batches([40, 10, 8], batch_size=8, max_batch_tokens=None) == [[0, 1, 2]]  # 62 tokens: no split
+
+
+def test_padding_stays_under_five_percent_on_a_long_tailed_corpus():
+    lengths = np.random.default_rng(1).lognormal(mean=np.log(180), sigma=0.6, size=1000).astype(int) + 1
+    batches = plan_batches(lengths.tolist(), batch_size=32, max_batch_tokens=16384)
+    assert padding_fraction(lengths.tolist(), batches) < 0.05
+    assert np.mean([len(b) for b in batches]) > 16  # still real batches
+
+
 def test_a_sequence_longer_than_the_budget_runs_alone():
     assert plan_batches([5000, 10, 10], batch_size=8, max_batch_tokens=1000) == [[0], [1, 2]]
 
