@@ -193,3 +193,23 @@ def release_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
     elif device.type == "mps" and hasattr(torch, "mps"):
         torch.mps.empty_cache()
+
+
+def open_model(
+    model: str | os.PathLike,
+    *,
+    kind: str,
+    device: str | torch.device | None,
+    dtype: str | torch.dtype | None,
+    base_url: str | None,
+    api_key: str | None,
+    timeout: float | None,
+    batch_size: int,
+) -> tuple[Any, LoadedModel | None]:
+    """``(remote client, None)`` for a model served at ``base_url`` (vLLM), else ``(None, loaded local model)``."""
+    if base_url is None:
+        return None, load_model(model, kind=kind, device=device, dtype=dtype)
+    from qwen3_rag.remote import VLLMEmbeddingClient, VLLMRerankClient
+
+    client = VLLMEmbeddingClient if kind == "embedding" else VLLMRerankClient
+    return client(os.fspath(model), base_url, api_key=api_key, timeout=timeout, batch_size=batch_size), None

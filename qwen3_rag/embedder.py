@@ -12,7 +12,7 @@ import torch
 
 from qwen3_rag._batching import run_batches, token_budget
 from qwen3_rag._forward import PrefixCache, last_token_states, run_prefix
-from qwen3_rag._loading import load_model
+from qwen3_rag._loading import open_model
 from qwen3_rag._validation import check_instruction, check_positive, check_texts
 from qwen3_rag.prompts import DEFAULT_EMBEDDING_MODEL, DEFAULT_INSTRUCTION, ENDOFTEXT, format_query
 
@@ -72,17 +72,14 @@ class Qwen3Embedder:
         self.max_batch_tokens = check_positive(max_batch_tokens, "max_batch_tokens", allow_none=True)
         self.instruction = check_instruction(instruction)
         self.show_progress = show_progress
-        self._remote = None
-        if base_url is not None:
-            from qwen3_rag.remote import VLLMEmbeddingClient
-
-            self._remote = VLLMEmbeddingClient(
-                os.fspath(model), base_url, api_key=api_key, timeout=timeout, batch_size=self.batch_size
-            )
+        self._remote, self._loaded = open_model(
+            model, kind="embedding", device=device, dtype=dtype, base_url=base_url, api_key=api_key, timeout=timeout,
+            batch_size=self.batch_size,
+        )  # fmt: skip
+        if self._remote is not None:
             self.model_name, self.device, self.dtype = self._remote.model, None, None
             self._dimensions = self._check_dimensions(dimensions)
             return
-        self._loaded = load_model(model, kind="embedding", device=device, dtype=dtype)
         self.model_name = self._loaded.name
         self.device = self._loaded.device
         self.dtype = self._loaded.dtype
