@@ -26,7 +26,7 @@ demo: install
 # The real-vLLM tests start servers from a separate virtualenv, built once per machine (cached outside the checkout).
 test: install
 	bash .ci/vllm-setup.sh > $(VENV)/vllm-python
-	QWEN3_RAG_VLLM_PYTHON="$$(cat $(VENV)/vllm-python)" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+	QWEN3_RAG_VLLM_PYTHON="$$(cat $(VENV)/vllm-python)" QWEN3_RAG_REQUIRE_RAY=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
