@@ -15,6 +15,8 @@ import torch
 import transformers
 from packaging.version import Version
 
+from qwen3_rag._cpu_linear import pack_linear_layers
+
 logger = logging.getLogger("qwen3_rag")
 
 _DTYPES = {
@@ -174,11 +176,15 @@ def load_model(
         if getattr(model.config, "model_type", None) not in {"qwen3", "qwen2"}:
             logger.warning("%s is a %r model, not Qwen3: the Qwen3 recipe may not apply", name, model.config.model_type)
         model.to(torch_device).eval()
+        packed = pack_linear_layers(model, torch_device, torch_dtype)
         loaded = LoadedModel(
             name=name, kind=kind, model=model, tokenizer=tokenizer, device=torch_device, dtype=torch_dtype
         )
         _REGISTRY[key] = loaded
-        logger.info("loaded %s (%s) on %s in %s", name, kind, torch_device, torch_dtype)
+        logger.info(
+            "loaded %s (%s) on %s in %s%s", name, kind, torch_device, torch_dtype,
+            f", {packed} linear layers packed for oneDNN" if packed else "",
+        )  # fmt: skip
         return loaded
 
 

@@ -67,5 +67,6 @@ def card_rerank(path, query_doc_pairs, instruction=None, max_length=8192):
     false_vector = batch_scores[:, token_false_id]
     batch_scores = torch.stack([false_vector, true_vector], dim=1)
     batch_scores = torch.nn.functional.log_softmax(batch_scores, dim=1)
-    unpadded = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"], strict=True)]
+    pairs = zip(inputs["input_ids"], inputs["attention_mask"], strict=True)
+    unpadded = [ids[mask.bool()].tolist() for ids, mask in pairs]
     return batch_scores[:, 1].exp().tolist(), unpadded

@@ -92,7 +92,7 @@ def test_a_hub_id_offline_says_how_to_pass_a_local_folder(monkeypatch):
 
 def test_a_folder_without_config_is_not_a_model(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(ModelLoadError, match="no config.json"):
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
         Qwen3Embedder(tmp_path)
 
 
