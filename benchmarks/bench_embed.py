@@ -132,6 +132,9 @@ def run_sweep(path: str, docs: list[str], qs: list[str], repeats: int) -> tuple[
         "batch_size=1024, max_batch_tokens=8192": {"batch_size": 1024, "max_batch_tokens": 8192},
         "batch_size=1024, max_batch_tokens=4096": {"batch_size": 1024, "max_batch_tokens": 4096},
         "batch_size=1024, max_batch_tokens=2048": {"batch_size": 1024, "max_batch_tokens": 2048},
+        "batch_size=1024, max_batch_tokens=1024": {"batch_size": 1024, "max_batch_tokens": 1024},
+        "max_batch_tokens=4096": {"max_batch_tokens": 4096},
+        "max_batch_tokens=2048": {"max_batch_tokens": 2048},
     }
     models = {name: Qwen3Embedder(path, device="cpu", show_progress=False, **kw) for name, kw in variants.items()}
     lengths = [len(ids) for ids in next(iter(models.values())).tokenize(docs)]

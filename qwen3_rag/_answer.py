@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from qwen3_rag._cpu_linear import pack_linear_layers
 from qwen3_rag._loading import ModelLoadError, attention_implementation, resolve_device, resolve_dtype
 
 DEFAULT_LLM = "Qwen/Qwen3-0.6B"
@@ -67,6 +68,7 @@ class ChatModel:
                 self.model_name,
                 dtype=self.dtype,
                 attn_implementation=attention_implementation(self.device),
+                use_safetensors=True,
                 **kwargs,
             )
         except (OSError, ValueError) as exc:
@@ -83,6 +85,7 @@ class ChatModel:
                 f"{self.model_name!r} has no chat template: --llm needs an instruction-tuned chat model"
             )
         self.model.to(self.device).eval()
+        pack_linear_layers(self.model, self.device, self.dtype)  # CPU decoding: one token per step, GEMV-sized
 
     def generate(
         self, messages: list[dict[str, str]], *, max_new_tokens: int = 512, stream: TextIO | None = None

@@ -5,8 +5,11 @@ from __future__ import annotations
 import io
 
 import pytest
+import torch
 
+import qwen3_rag._cpu_linear as cpu_linear
 from qwen3_rag._answer import SYSTEM_PROMPT, ChatModel, build_messages, cited_numbers, strip_thinking
+from qwen3_rag._cpu_linear import PackedLinear
 from qwen3_rag._loading import ModelLoadError
 
 
@@ -47,3 +50,15 @@ def test_streamed_and_returned_answers_match(chat):
 def test_a_missing_chat_model_names_the_option_to_fix(tmp_path):
     with pytest.raises(ModelLoadError, match=r"Pass --llm \(or QWEN3_RAG_LLM\)"):
         ChatModel(tmp_path / "nothing", device="cpu")
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+def test_the_chat_model_decodes_through_packed_linears_with_the_same_logits(chat, tiny_chat_path, monkeypatch):
+    layers = [m for m in chat.model.modules() if isinstance(m, PackedLinear)]
+    assert len(layers) == 7 * chat.model.config.num_hidden_layers
+    monkeypatch.setenv(cpu_linear.ENV_SWITCH, "0")
+    plain = ChatModel(tiny_chat_path, device="cpu")
+    assert not any(isinstance(m, PackedLinear) for m in plain.model.modules())
+    ids = torch.tensor([[1, 5, 42, 7, 99]])
+    with torch.inference_mode():
+        torch.testing.assert_close(chat.model(ids).logits, plain.model(ids).logits, rtol=1e-5, atol=1e-5)
