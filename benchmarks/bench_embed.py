@@ -252,10 +252,8 @@ def main() -> None:
     qs = common.queries(args.queries)
     if args.sweep_only:
         md, sweep = run_sweep(str(ck.embedding), docs, qs, args.repeats)
-        md = (f"{len(docs)} documents, {ck.layers} of 28 layers, fp32, {threads} threads, {args.repeats} interleaved "
-              f"rounds.\n\n{md}")  # fmt: skip
-        result = {"layers": ck.layers, "threads": threads, "docs": len(docs), "sweep_median_s": sweep, "markdown": md}
-        common.save_results("embed-sweep", result, args.out)
+        common.save_sweep("embed-sweep", f"{len(docs)} documents", md, sweep, layers=ck.layers, threads=threads,
+                          docs=len(docs), repeats=args.repeats, out=args.out)  # fmt: skip
         return
     peers = load_peers(str(ck.embedding), args.recipe_batch_size)
     doc_lengths = [len(ids) for ids in peers["qwen3-rag"].tokenize(docs)]

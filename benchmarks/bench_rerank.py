@@ -109,10 +109,8 @@ def main() -> None:
     docs = common.documents(args.docs)
     if args.sweep_only:
         md, sweep = run_sweep(str(ck.reranker), query, docs, args.repeats)
-        md = (f"1 query x {len(docs)} documents, {ck.layers} of 28 layers, fp32, {threads} threads, "
-              f"{args.repeats} interleaved rounds.\n\n{md}")  # fmt: skip
-        result = {"layers": ck.layers, "threads": threads, "docs": len(docs), "sweep_median_s": sweep, "markdown": md}
-        common.save_results("rerank-sweep", result, args.out)
+        common.save_sweep("rerank-sweep", f"1 query x {len(docs)} documents", md, sweep, layers=ck.layers,
+                          threads=threads, docs=len(docs), repeats=args.repeats, out=args.out)  # fmt: skip
         return
     peers = load_peers(str(ck.reranker), args.recipe_batch_size)
     lengths = [len(ids) for ids in peers["qwen3-rag"].tokenize(query, docs)]

@@ -515,6 +515,24 @@ def save_results(name: str, result: dict[str, object], out: Path | None) -> Path
     return path
 
 
+def save_sweep(
+    name: str,
+    workload: str,
+    md: str,
+    sweep: dict[str, float],
+    *,
+    layers: int,
+    threads: int,
+    docs: int,
+    repeats: int,
+    out: Path | None,
+) -> Path:
+    """``save_results`` for a ``--sweep-only`` run: the qwen3-rag settings table under a one-line set-up."""
+    md = f"{workload}, {layers} of 28 layers, fp32, {threads} threads, {repeats} interleaved rounds.\n\n{md}"
+    result = {"layers": layers, "threads": threads, "docs": docs, "sweep_median_s": sweep, "markdown": md}
+    return save_results(name, result, out)
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
