@@ -1,7 +1,7 @@
 """Run every benchmark, each in its own process, and rewrite benchmarks/RESULTS.md with the command, machine,
 versions, date and tables.
 
-    python benchmarks/run_all.py [--quick] [--only rerank rerank-28 embed efficiency memory] [--sweep] [--no-run]
+    python benchmarks/run_all.py [--quick] [--only rerank rerank-28 embed efficiency linear memory] [--sweep] [--no-run]
 
 Runs the issue's sizes (1 x 100 rerank, 1,000-document corpus, 25/50/100 x 4k-token memory runs) plus the
 rerank at the real depth of 28 layers on 30 documents: about 1.5 hours on 2 idle cores. ``--quick`` shrinks
@@ -44,6 +44,10 @@ ENTRIES = {
         "Hardware efficiency", "bench_efficiency.py", ["--docs", "16", "--doc-tokens", "1024", "--repeats", "3"],
         ["--docs", "8", "--doc-tokens", "512", "--repeats", "2"],
     ),
+    "linear": Entry(
+        "CPU linear layer: nn.Linear vs packed oneDNN", "bench_linear.py", ["--repeats", "5"], ["--repeats", "2"],
+        layers=False,
+    ),
     "memory": Entry(
         "Memory", "bench_memory.py", ["--docs", "25", "50", "100", "--doc-tokens", "4096"],
         ["--docs", "8", "16", "32", "--doc-tokens", "2048"],
@@ -57,7 +61,7 @@ ENTRIES = {
         ["--sweep-only", "--docs", "1000", "--repeats", "2"], ["--sweep-only", "--docs", "200", "--repeats", "1"],
     ),
 }  # fmt: skip
-DEFAULT = ["rerank", "rerank-28", "embed", "efficiency", "memory"]
+DEFAULT = ["rerank", "rerank-28", "embed", "efficiency", "linear", "memory"]
 SWEEPS = ["rerank-sweep", "embed-sweep"]
 
 HEADER = """# Benchmark results
