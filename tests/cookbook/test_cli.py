@@ -12,7 +12,8 @@ import chromadb
 import pytest
 from chromadb.config import Settings
 
-from qwen3_rag import _index, testing
+from qwen3_rag import testing
+from qwen3_rag.cli import indexing
 from qwen3_rag.embedder import Qwen3Embedder
 from qwen3_rag.prompts import DEFAULT_INSTRUCTION
 
@@ -146,7 +147,7 @@ def test_new_chunking_settings_rechunk_the_files(qwen3_rag, tmp_path, cli_env):
 
 def test_an_interrupted_run_keeps_written_files_and_resumes(qwen3_rag, corpus, cli_env, monkeypatch):
     written = []
-    original = _index.write_file
+    original = indexing.write_file
 
     def interrupt_on_second_file(collection, item, vectors, **kwargs):
         if written:
@@ -154,13 +155,13 @@ def test_an_interrupted_run_keeps_written_files_and_resumes(qwen3_rag, corpus, c
         original(collection, item, vectors, **kwargs)
         written.append(item.path.name)
 
-    monkeypatch.setattr(_index, "write_file", interrupt_on_second_file)
+    monkeypatch.setattr(indexing, "write_file", interrupt_on_second_file)
     stopped = qwen3_rag("index", corpus)
     assert stopped.code == 130
     assert "interrupted: 1 of 3 files were written and are kept" in stopped.err
     assert set(chunks_by_file(cli_env)) == set(written)
 
-    monkeypatch.setattr(_index, "write_file", original)
+    monkeypatch.setattr(indexing, "write_file", original)
     calls = count_document_embeddings(monkeypatch)
     resumed = qwen3_rag("index", corpus)
     assert resumed.code == 0
@@ -384,7 +385,7 @@ def test_ask_json_holds_answer_citations_and_sources(qwen3_rag, corpus, tiny_cha
 
 
 def test_the_answer_length_comes_from_the_flag_or_the_environment(qwen3_rag, corpus, monkeypatch):
-    from qwen3_rag import _answer
+    from qwen3_rag.cli import answer as _answer
 
     asked = []
     monkeypatch.setattr(_answer.ChatModel, "generate", lambda self, messages, **kw: asked.append(kw) or "ok [1]")

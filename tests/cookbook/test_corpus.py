@@ -7,17 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from qwen3_rag._corpus import (
-    SkippedFile,
-    UsageError,
-    chunk_id,
-    file_version,
-    find_files,
-    html_to_text,
-    read_text,
-    split_text,
-    title_of,
-)
+from qwen3_rag.cli.chunking import split_text
+from qwen3_rag.cli.errors import UsageError
+from qwen3_rag.cli.indexing import chunk_id, file_version
+from qwen3_rag.cli.loaders import SkippedFile, find_files, html_to_text, read_text, title_of
 
 DATA = Path(__file__).resolve().parents[2] / "cookbook" / "data"
 
