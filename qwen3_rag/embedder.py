@@ -103,6 +103,13 @@ class Qwen3Embedder(Closing):
     # -- public API ----------------------------------------------------------------------------------
 
     @property
+    def tokenizer(self):
+        """The model's Hugging Face tokenizer (for counting tokens the way this embedder does, e.g. to chunk)."""
+        if self._remote is not None:
+            raise NotImplementedError("this embedder talks to a server and holds no local tokenizer")
+        return self._loaded.tokenizer
+
+    @property
     def hidden_size(self) -> int:
         """The model's full vector size (the largest ``dimensions``)."""
         if self._remote is not None:

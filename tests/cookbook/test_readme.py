@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen3_rag.cli import build_parser
+from qwen3_rag.cli.options import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -11,6 +12,10 @@ from typing import Any, TextIO
 
 from qwen3_rag._cpu_linear import pack_linear_layers
 from qwen3_rag._loading import ModelLoadError, attention_implementation, resolve_device, resolve_dtype
+from qwen3_rag.cli.console import Console, display_path
+from qwen3_rag.cli.errors import UsageError
+from qwen3_rag.cli.options import Resolved
+from qwen3_rag.cli.search import hit_json, retrieve, score_line
 
 DEFAULT_LLM = "Qwen/Qwen3-0.6B"
 """A small Qwen3 chat model; any transformers chat model with a chat template works (``--llm``)."""
@@ -134,3 +139,38 @@ class ChatModel:
         if errors:
             raise errors[0]
         return strip_thinking("".join(pieces))
+
+
+def run_ask(opts: Resolved, console: Console) -> int:
+    max_new_tokens = opts.positive("max_new_tokens", 512)
+    hits, _ = retrieve(opts, console)
+    labels = [f"{display_path(h.source)}, chunk {h.chunk}" for h in hits]
+    messages = build_messages(opts.args.query, list(zip(labels, [h.text for h in hits], strict=False)))
+    console.status(f"Answering from {len(hits)} passages with {opts.value('llm', DEFAULT_LLM)} ...")
+    try:
+        chat = ChatModel(opts.value("llm", DEFAULT_LLM), device=opts.value("device"), dtype=opts.dtype())
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    streaming = not opts.args.json and console.out.isatty()
+    answer = chat.generate(messages, max_new_tokens=max_new_tokens, stream=console.out if streaming else None)
+    cited = cited_numbers(answer, len(hits))
+    if opts.args.json:
+        payload = {
+            "question": opts.args.query,
+            "answer": answer,
+            "cited": cited,
+            "sources": [hit_json(r, h) for r, h in enumerate(hits, 1)],
+            "llm": chat.model_name,
+        }
+        print(json.dumps(payload, ensure_ascii=False, indent=2), file=console.out)
+        return 0
+    if not streaming:
+        print(answer or "(the model returned no text)", file=console.out)
+    print(file=console.out)
+    print("Sources:", file=console.out)
+    for rank, (hit, label) in enumerate(zip(hits, labels, strict=False), 1):
+        mark = "*" if rank in cited else " "
+        print(f" {mark}[{rank}] {label}  ({score_line(hit)})", file=console.out)
+    if cited:
+        print("(* cited in the answer)", file=console.out)
+    return 0

@@ -1,0 +1,314 @@
+"""The command line's options: the parser, the environment variable behind each option, and their resolution
+(a flag beats its variable) into the settings the commands use."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from dataclasses import dataclass
+from typing import Any
+
+from qwen3_rag import __version__
+from qwen3_rag.cli.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE
+from qwen3_rag.cli.console import PROG
+from qwen3_rag.cli.errors import UsageError
+from qwen3_rag.cli.loaders import SUPPORTED_SUFFIXES
+
+ENV = {
+    "db": "QWEN3_RAG_DB",
+    "collection": "QWEN3_RAG_COLLECTION",
+    "embedding_model": "QWEN3_RAG_EMBEDDING_MODEL",
+    "reranker_model": "QWEN3_RAG_RERANKER_MODEL",
+    "llm": "QWEN3_RAG_LLM",
+    "dimensions": "QWEN3_RAG_DIMENSIONS",
+    "instruction": "QWEN3_RAG_INSTRUCTION",
+    "device": "QWEN3_RAG_DEVICE",
+    "dtype": "QWEN3_RAG_DTYPE",
+    "max_new_tokens": "QWEN3_RAG_MAX_NEW_TOKENS",
+    "embedding_url": "QWEN3_RAG_EMBEDDING_URL",
+    "reranker_url": "QWEN3_RAG_RERANKER_URL",
+    "api_key": "QWEN3_RAG_API_KEY",
+}
+"""The environment variable behind each option; the flag wins when both are set."""
+
+
+# ------------------------------------------------------------------------------------------------- parsing
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32, width=100)
+
+
+def _fill(text: str) -> str:
+    return textwrap.fill(text, width=100)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    from qwen3_rag.cli.store import DEFAULT_COLLECTION, DEFAULT_DB
+
+    store = parser.add_argument_group("index")
+    store.add_argument("--db", metavar="PATH", help=f"Chroma database folder [${ENV['db']}, default {DEFAULT_DB}]")
+    store.add_argument(
+        "--collection",
+        metavar="NAME",
+        help=f"collection in the database [${ENV['collection']}, default {DEFAULT_COLLECTION}]",
+    )
+    models = parser.add_argument_group("embedding")
+    models.add_argument(
+        "--embedding-model",
+        metavar="ID|DIR",
+        help=f"Qwen3-Embedding Hub id or local folder [${ENV['embedding_model']}; default: the index's own model, "
+        "or Qwen/Qwen3-Embedding-0.6B for a new index]",
+    )
+    models.add_argument(
+        "--dimensions",
+        metavar="N",
+        help=f"Matryoshka size, 32..hidden size [${ENV['dimensions']}; default: the index's, or the full size]",
+    )
+    models.add_argument(
+        "--instruction",
+        metavar="TEXT",
+        help=f"task instruction for queries, '' for none [${ENV['instruction']}; default: the index's, "
+        "or the web-search task]",
+    )
+    models.add_argument(
+        "--embedding-url",
+        metavar="URL",
+        help=f"a vLLM server serving the embedding model, instead of local weights [${ENV['embedding_url']}]",
+    )
+    models.add_argument(
+        "--api-key", metavar="KEY", help=f"the vLLM servers' --api-key, if they have one [${ENV['api_key']}]"
+    )
+    run = parser.add_argument_group("hardware")
+    run.add_argument("--device", help=f"cpu, cuda, cuda:1, mps [${ENV['device']}; default: cuda > mps > cpu]")
+    run.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help=f"[${ENV['dtype']}; default: bfloat16 on CUDA, float32 elsewhere]",
+    )
+    run.add_argument("--batch-size", type=_positive, default=32, metavar="N", help="texts per forward pass (32)")
+    run.add_argument("--max-length", type=_positive, default=8192, metavar="N", help="tokens per text (8192)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines")
+
+
+def _add_retrieval(parser: argparse.ArgumentParser, *, top_n: int) -> None:
+    group = parser.add_argument_group("retrieval")
+    group.add_argument("--top-k", type=_positive, default=20, metavar="K", help="candidates retrieved (20)")
+    group.add_argument(
+        "--top-n", type=_positive, default=top_n, metavar="N", help=f"results kept after reranking ({top_n})"
+    )
+    group.add_argument("--no-rerank", dest="rerank", action="store_false", help="keep the top-n by vector similarity")
+    group.add_argument(
+        "--reranker-model",
+        metavar="ID|DIR",
+        help=f"Qwen3-Reranker Hub id or local folder [${ENV['reranker_model']}, default Qwen/Qwen3-Reranker-0.6B]",
+    )
+    group.add_argument(
+        "--reranker-url",
+        metavar="URL",
+        help=f"a vLLM server serving the reranker, instead of local weights [${ENV['reranker_url']}]",
+    )
+    group.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _non_negative(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=_fill(
+            "A local RAG with Qwen3-Embedding, Qwen3-Reranker and a Qwen chat model over an embedded Chroma database."
+        ),
+        epilog=textwrap.dedent(
+            f"""\
+            examples:
+              {PROG} index cookbook/data
+              {PROG} search "How does Matryoshka truncation work?"
+              {PROG} ask "How does Matryoshka truncation work?"
+
+            environment (a flag beats its variable; HF_HUB_OFFLINE=1 keeps transformers off the network):
+              {", ".join(list(ENV.values())[:5])},
+              {", ".join(list(ENV.values())[5:])}"""
+        ),
+        formatter_class=_formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    index = commands.add_parser(
+        "index",
+        help="add files and folders to the index",
+        description=_fill(
+            "Chunk, embed and store files. Unchanged files are skipped, changed files replace their own chunks, and "
+            "an interrupted run resumes where it stopped. Folders are searched for "
+            + ", ".join(sorted(SUPPORTED_SUFFIXES))
+            + " files; a file named explicitly is read as text whatever its suffix."
+        ),
+        formatter_class=_formatter,
+    )
+    index.add_argument("paths", nargs="+", metavar="PATH", help="files and folders to index")
+    scale = index.add_argument_group("Ray (pip install 'qwen3-rag[ray]'; see docs/ray.md)")
+    scale.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="embed on a Ray actor pool: a local Ray, or the cluster at ADDRESS (e.g. ray://head:10001)",
+    )
+    scale.add_argument("--ray-actors", type=_positive, default=1, metavar="N", help="actors, one model each (1)")
+    scale.add_argument("--ray-gpus", type=float, default=0, metavar="G", help="GPUs per actor (0: CPU)")
+    chunking = index.add_argument_group("chunking (in tokens of the embedding model's tokenizer)")
+    chunking.add_argument(
+        "--chunk-size",
+        type=_positive,
+        default=DEFAULT_CHUNK_SIZE,
+        metavar="TOKENS",
+        help=f"most tokens per chunk, {MIN_CHUNK_SIZE} to --max-length - 1 ({DEFAULT_CHUNK_SIZE}); chunks end at "
+        "paragraph, sentence or word boundaries in any script",
+    )
+    chunking.add_argument(
+        "--chunk-overlap",
+        type=_non_negative,
+        default=DEFAULT_CHUNK_OVERLAP,
+        metavar="TOKENS",
+        help=f"most tokens repeated from the end of the previous chunk ({DEFAULT_CHUNK_OVERLAP})",
+    )
+    _add_common(index)
+
+    search = commands.add_parser(
+        "search",
+        help="find the chunks that answer a question",
+        description=_fill(
+            "Retrieve --top-k chunks by vector similarity, rerank them with Qwen3-Reranker and print the best "
+            "--top-n with their source, chunk number and score."
+        ),
+        formatter_class=_formatter,
+    )
+    search.add_argument("query", help="the question")
+    _add_retrieval(search, top_n=5)
+    _add_common(search)
+
+    ask = commands.add_parser(
+        "ask",
+        help="answer a question from the index with a local chat model",
+        description=_fill("Search, then let a local chat model answer from the retrieved chunks, citing them as [n]."),
+        formatter_class=_formatter,
+    )
+    ask.add_argument("query", metavar="question", help="the question")
+    _add_retrieval(ask, top_n=4)
+    generation = ask.add_argument_group("answer")
+    generation.add_argument(
+        "--llm", metavar="ID|DIR", help=f"chat model Hub id or local folder [${ENV['llm']}, default Qwen/Qwen3-0.6B]"
+    )
+    generation.add_argument(
+        "--max-new-tokens",
+        type=_positive,
+        metavar="N",
+        help=f"longest answer in tokens [${ENV['max_new_tokens']}, default 512]",
+    )
+    _add_common(ask)
+    return parser
+
+
+# ------------------------------------------------------------------------------------------------ settings
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A value the user asked for, and where it came from (a flag or an environment variable), or nothing."""
+
+    value: Any = None
+    origin: str = ""
+
+    @property
+    def given(self) -> bool:
+        return self.value is not None
+
+
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    model: Setting = Setting()
+    dimensions: Setting = Setting()
+    instruction: Setting = Setting()
+    device: str | None = None
+    dtype: str | None = None
+    batch_size: int = 32
+    max_length: int = 8192
+    base_url: str | None = None
+    api_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Option values after flags and environment variables, with where each came from."""
+
+    args: argparse.Namespace
+    environ: dict[str, str]
+
+    def setting(self, key: str) -> Any:
+        flag = getattr(self.args, key, None)
+        if flag is not None:
+            return Setting(flag, "--" + key.replace("_", "-"))
+        value = self.environ.get(ENV[key])
+        if value is not None and (value.strip() or key == "instruction"):
+            return Setting(value if key == "instruction" else value.strip(), ENV[key])
+        return Setting()
+
+    def value(self, key: str, default: Any = None) -> Any:
+        setting = self.setting(key)
+        return setting.value if setting.given else default
+
+    def dimensions(self) -> Any:
+        setting = self.setting("dimensions")
+        if not setting.given:
+            return setting
+        try:
+            return Setting(int(setting.value), setting.origin)
+        except ValueError:
+            raise UsageError(f"{setting.origin} must be an integer, got {setting.value!r}") from None
+
+    def positive(self, key: str, default: int) -> int:
+        setting = self.setting(key)
+        if not setting.given:
+            return default
+        try:
+            return _positive(str(setting.value))
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"{setting.origin}: {exc}") from None
+
+    def dtype(self) -> str | None:
+        dtype = self.value("dtype")
+        if dtype is not None and dtype not in {"float32", "bfloat16", "float16"}:
+            raise UsageError(f"{self.setting('dtype').origin} must be float32, bfloat16 or float16, got {dtype!r}")
+        return dtype
+
+    def embedding_request(self) -> Any:
+        return EmbeddingRequest(
+            model=self.setting("embedding_model"),
+            dimensions=self.dimensions(),
+            instruction=self.setting("instruction"),
+            device=self.value("device"),
+            dtype=self.dtype(),
+            batch_size=self.args.batch_size,
+            max_length=self.args.max_length,
+            base_url=self.value("embedding_url"),
+            api_key=self.value("api_key"),
+        )
