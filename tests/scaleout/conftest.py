@@ -166,7 +166,9 @@ def start_server(
     log_path = log_dir / f"vllm-{name}.log"
     command = [
         python, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(checkpoint), "--served-model-name", model,
+        # The checkpoint's path is served as a second name: the CLI reads the tokenizer of the model it is
+        # given (to count chunk tokens), as it would read a Hub id's, so it must be a name it can load from.
+        "--model", str(checkpoint), "--served-model-name", model, str(checkpoint),
         "--runner", "pooling", "--enforce-eager", "--distributed-executor-backend", "uni",
         "--host", HOST, "--port", str(port),
         "--dtype", "float32",  # the local core runs float32 on CPU: same precision, same numbers

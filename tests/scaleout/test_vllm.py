@@ -314,7 +314,8 @@ def test_cli_search_through_servers_equals_local_search(
     for i, doc in enumerate(DOCUMENTS[:4]):
         (corpus / f"doc{i}.txt").write_text(doc)
     db = str(tmp_path / "db")
-    served = ["--embedding-model", embedding_server.model, "--embedding-url", embedding_server.base_url]
+    # Served under the checkpoint's path too (see conftest): the CLI counts chunk tokens with that tokenizer.
+    served = ["--embedding-model", str(embedding_server.checkpoint), "--embedding-url", embedding_server.base_url]
     assert main(["index", str(corpus), "--db", db, "-q", *served]) == 0
 
     def search(*extra: str) -> list[dict]:
