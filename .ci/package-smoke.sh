@@ -6,7 +6,7 @@
 # `python -m qwen3_rag.testing` with its tiny vocabulary (no test dependency needed). A file missing from the
 # sdist or the wheel fails here, not on a user's machine.
 #
-# Needs python3 with venv and PyPI (the build backend and the [all] extra; pip's cache makes reruns fast).
+# Needs git, python3 with venv and PyPI (the build backend and the [all] extra; pip's cache makes reruns fast).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CHECKOUT="$(pwd)"
@@ -21,13 +21,18 @@ PY="$WORK/venv/bin/python"
 "$PY" -m pip install -q --upgrade pip build
 
 log "building the sdist, and the wheel from it"
-"$PY" -m build --outdir "$WORK/dist" "$CHECKOUT" >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log" >&2; exit 1; }
+# From a copy of the files git tracks (or would: untracked, not ignored): no build output in the checkout (.venv,
+# *.egg-info) leaks into the package, and `make test` may install into the checkout meanwhile (.ci/run).
+mkdir "$WORK/src"
+(cd "$CHECKOUT" && git ls-files -z --cached --others --exclude-standard) |
+    (cd "$CHECKOUT" && tar --null -T - -cf -) | tar -xf - -C "$WORK/src"
+"$PY" -m build --outdir "$WORK/dist" "$WORK/src" >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log" >&2; exit 1; }
 WHEEL="$(ls "$WORK"/dist/qwen3_rag-*.whl)"
 ls "$WORK"/dist/qwen3_rag-*.tar.gz >/dev/null
 
 log "installing torch==2.13.0, then $(basename "$WHEEL")[all]"
-"$PY" -m pip install -q torch==2.13.0
-"$PY" -m pip install -q "$WHEEL[all]"
+"$PY" -m pip install -q --no-compile torch==2.13.0
+"$PY" -m pip install -q --no-compile "$WHEEL[all]"
 
 cd "$WORK"  # outside the checkout: nothing can be imported from the source tree
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
