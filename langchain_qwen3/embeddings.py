@@ -6,14 +6,14 @@ from typing import Any
 
 from langchain_core.embeddings import Embeddings
 from langchain_core.runnables.config import run_in_executor
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
-from typing_extensions import Self
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 
 from qwen3_rag import DEFAULT_EMBEDDING_MODEL, DEFAULT_INSTRUCTION, Qwen3Embedder
+from qwen3_rag._loading import Closing
 from qwen3_rag._validation import plain_path, plain_torch
 
 
-class Qwen3Embeddings(BaseModel, Embeddings):
+class Qwen3Embeddings(BaseModel, Embeddings, Closing):
     """Qwen3-Embedding run locally, with the model card's query instruction.
 
     Queries are embedded as ``Instruct: {query_instruction}\\nQuery:{text}`` (newline kept, no space after
@@ -133,8 +133,10 @@ class Qwen3Embeddings(BaseModel, Embeddings):
     def _torch_objects_as_strings(cls, value: Any) -> Any:
         return plain_torch(value)
 
-    @model_validator(mode="after")
-    def _load_core(self) -> Self:
+    def model_post_init(self, context: Any, /) -> None:
+        """Build the core once, at construction. Assignments (``top_n``, ``instruction``, ...) go through
+        ``validate_assignment`` but never rebuild it: the fields that define the model are frozen."""
+        super().model_post_init(context)
         self._core = Qwen3Embedder(
             self.model,
             device=self.device,
@@ -148,7 +150,10 @@ class Qwen3Embeddings(BaseModel, Embeddings):
             base_url=self.base_url,
             api_key=self.api_key.get_secret_value() if self.api_key else None,
         )
-        return self
+
+    def close(self) -> None:
+        """Close the connections to the vLLM server (``base_url``); local weights stay shared."""
+        self._core.close()
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents as they are (no instruction).

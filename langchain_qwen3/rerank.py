@@ -9,10 +9,10 @@ from typing import Any
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.runnables.config import run_in_executor
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
-from typing_extensions import Self
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 
 from qwen3_rag import DEFAULT_INSTRUCTION, DEFAULT_RERANKER_MODEL, Qwen3Reranker
+from qwen3_rag._loading import Closing
 from qwen3_rag._validation import plain_path, plain_torch
 
 
@@ -28,7 +28,7 @@ def _text(document: Any) -> Any:
     return document.page_content if isinstance(document, Document) else document
 
 
-class Qwen3Rerank(BaseDocumentCompressor):
+class Qwen3Rerank(BaseDocumentCompressor, Closing):
     """Qwen3-Reranker run locally as a LangChain document compressor.
 
     Each document is scored with the model card's prompt; its ``relevance_score`` is P(yes) in [0, 1].
@@ -168,8 +168,10 @@ class Qwen3Rerank(BaseDocumentCompressor):
     def _torch_objects_as_strings(cls, value: Any) -> Any:
         return plain_torch(value)
 
-    @model_validator(mode="after")
-    def _load_core(self) -> Self:
+    def model_post_init(self, context: Any, /) -> None:
+        """Build the core once, at construction. Assignments (``top_n``, ``instruction``, ...) go through
+        ``validate_assignment`` but never rebuild it: the fields that define the model are frozen."""
+        super().model_post_init(context)
         self._core = Qwen3Reranker(
             self.model,
             device=self.device,
@@ -182,7 +184,10 @@ class Qwen3Rerank(BaseDocumentCompressor):
             base_url=self.base_url,
             api_key=self.api_key.get_secret_value() if self.api_key else None,
         )
-        return self
+
+    def close(self) -> None:
+        """Close the connections to the vLLM server (``base_url``); local weights stay shared."""
+        self._core.close()
 
     def rerank(
         self,

@@ -12,13 +12,14 @@ from llama_index.core.callbacks import CallbackManager
 
 from llama_index_qwen3._config import config_state
 from qwen3_rag import DEFAULT_EMBEDDING_MODEL, DEFAULT_INSTRUCTION, Qwen3Embedder
+from qwen3_rag._loading import Closing
 from qwen3_rag._validation import plain_path, plain_torch
 
 DEFAULT_EMBED_BATCH_SIZE = 1024
 """Texts LlamaIndex hands over per call; the core sorts within a call, so a bigger call pads less."""
 
 
-class Qwen3Embedding(BaseEmbedding):
+class Qwen3Embedding(BaseEmbedding, Closing):
     """Qwen3-Embedding for LlamaIndex, run locally: queries get the Qwen3 instruction, documents none.
 
     Setup:
@@ -188,6 +189,10 @@ class Qwen3Embedding(BaseEmbedding):
     def embedder(self) -> Qwen3Embedder:
         """The core object (shares its loaded model with every adapter over the same model, device, dtype)."""
         return self._embedder
+
+    def close(self) -> None:
+        """Close the connections to the vLLM server (``base_url``); local weights stay shared."""
+        self._embedder.close()
 
     # -- BaseEmbedding hooks: BaseEmbedding adds events, caching and batching around these --------------
 

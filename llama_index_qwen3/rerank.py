@@ -14,6 +14,7 @@ from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, Query
 
 from llama_index_qwen3._config import config_state
 from qwen3_rag import DEFAULT_INSTRUCTION, DEFAULT_RERANKER_MODEL, Qwen3Reranker
+from qwen3_rag._loading import Closing
 from qwen3_rag._validation import plain_path, plain_torch
 
 dispatcher = get_dispatcher(__name__)
@@ -22,7 +23,7 @@ RETRIEVAL_SCORE_KEY = "retrieval_score"
 """The metadata key that ``keep_retrieval_score=True`` writes, as in LlamaIndex's own rerankers."""
 
 
-class Qwen3Rerank(BaseNodePostprocessor):
+class Qwen3Rerank(BaseNodePostprocessor, Closing):
     """Qwen3-Reranker for LlamaIndex, run locally: reorders retrieved nodes by P(yes) for the query.
 
     Setup:
@@ -174,6 +175,10 @@ class Qwen3Rerank(BaseNodePostprocessor):
     def reranker(self) -> Qwen3Reranker:
         """The core object (shares its loaded model with every adapter over the same model, device, dtype)."""
         return self._reranker
+
+    def close(self) -> None:
+        """Close the connections to the vLLM server (``base_url``); local weights stay shared."""
+        self._reranker.close()
 
     def _postprocess_nodes(
         self,

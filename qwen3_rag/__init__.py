@@ -5,6 +5,7 @@ LlamaIndex adapters in ``llama_index_qwen3``, the Chroma embedding function in `
 """
 
 from qwen3_rag._loading import ModelLoadError
+from qwen3_rag._validation import NonFiniteError
 from qwen3_rag.embedder import Qwen3Embedder
 from qwen3_rag.prompts import (
     DEFAULT_EMBEDDING_MODEL,
@@ -23,6 +24,7 @@ __all__ = [
     "DEFAULT_RERANKER_MODEL",
     "STS_INSTRUCTION",
     "ModelLoadError",
+    "NonFiniteError",
     "Qwen3Embedder",
     "Qwen3Reranker",
     "RerankResult",

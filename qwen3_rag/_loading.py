@@ -9,13 +9,14 @@ import threading
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import transformers
 from packaging.version import Version
 
 from qwen3_rag._cpu_linear import pack_linear_layers
+from qwen3_rag._validation import check_model_name, one_line
 
 logger = logging.getLogger("qwen3_rag")
 
@@ -36,7 +37,11 @@ class ModelLoadError(OSError):
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` picks cuda > mps > cpu; an explicit device always wins."""
+    """``None`` picks cuda > mps > cpu; an explicit device always wins, and must exist on this machine.
+
+    Checked before any weights load: ``"cuda"`` without a CUDA GPU (or a CPU build of torch), ``"cuda:3"`` with
+    two GPUs, ``"mps"`` off Apple silicon are each a ``ValueError`` naming the device and what is available.
+    """
     if device is None:
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -45,10 +50,68 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         msg = f"device must be a torch device such as 'cpu', 'cuda', 'cuda:1' or 'mps', got {device!r}"
         raise ValueError(msg) from exc
+    _check_available(resolved, device)
+    return resolved
+
+
+def available_devices() -> list[str]:
+    """The devices this machine can run a model on, e.g. ``['cpu', 'cuda:0', 'cuda:1']``."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        devices += [f"xpu:{i}" for i in range(xpu.device_count())]
+    return devices
+
+
+def _check_available(device: torch.device, asked: object) -> None:
+    if device.type == "cpu":
+        return
+    problem = None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            problem = (
+                "this torch build has no CUDA support (a CPU wheel)"
+                if torch.version.cuda is None
+                else "no CUDA GPU is visible (torch.cuda.is_available() is False)"
+            )
+        elif device.index is not None and device.index >= torch.cuda.device_count():
+            problem = f"this machine has {torch.cuda.device_count()} CUDA device(s)"
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            problem = "there is no Apple MPS backend here"
+    elif device.type == "xpu":
+        xpu = getattr(torch, "xpu", None)
+        if xpu is None or not xpu.is_available():
+            problem = "there is no Intel XPU here"
+    else:
+        problem = f"qwen3-rag runs models on cpu, cuda, mps or xpu, not {device.type}"
+    if problem is not None:
+        available = ", ".join(available_devices())
+        raise ValueError(f"device {str(asked)!r} is not available: {problem}; available here: {available}")
+
+
+def canonical_device(device: torch.device) -> str:
+    """One name per physical device: ``cuda`` and ``cuda:0`` (when 0 is the current device) are the same GPU,
+    ``cpu`` and ``cpu:0`` the same CPU -- so the registry holds one copy of the weights for both spellings."""
+    if device.type == "cpu":
+        return "cpu"
+    if device.index is not None:
+        return f"{device.type}:{device.index}"
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.current_device()}"
+    if device.type == "xpu":
+        return f"xpu:{torch.xpu.current_device()}"
+    return f"{device.type}:0"  # mps has a single device
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -105,20 +168,74 @@ _DTYPE_KWARG = "dtype" if Version(transformers.__version__) >= Version("4.56") e
 
 _REGISTRY: weakref.WeakValueDictionary[tuple, LoadedModel] = weakref.WeakValueDictionary()
 _REGISTRY_LOCK = threading.Lock()
+"""Guards ``_REGISTRY`` and ``_LOAD_LOCKS``; held for look-ups only, never while a model loads."""
+_LOAD_LOCKS: dict[tuple, threading.Lock] = {}
+"""One lock per registry key, held while that model loads: a second request for the same model waits for the
+first and gets its object; requests for other models, and look-ups of loaded ones, never wait."""
 
 
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
 
 
-def _load_error(name: str, exc: Exception) -> ModelLoadError:
-    where = "a local folder" if Path(name).expanduser().exists() else "a Hugging Face Hub id"
+def _registry_key(kind: str, source: str, device: torch.device, dtype: torch.dtype) -> tuple:
+    """What makes two loads the same object: the checkpoint, what it is loaded as, where and in which dtype."""
+    return (kind, source, canonical_device(device), dtype)
+
+
+def _looks_like_path(name: str) -> bool:
+    """``./models/x``, ``/abs/x``, ``../x``, ``~/x``, ``a/b/c``, ``C:\\x``: not a Hub id, so a (missing) path.
+
+    ``org/name`` and ``name`` are valid Hub ids; they are tried as local folders first anyway.
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return True
+    return False
+
+
+def _locate(name: str) -> tuple[str, bool]:
+    """``(source, is_local)``: the resolved folder for a local checkpoint, else the Hub id as given."""
+    local = Path(name).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            msg = (
+                f"Could not load the Qwen3 model {name!r}: it is a file, not a model folder; pass the folder that "
+                "holds config.json, the *.safetensors weights and the tokenizer files"
+            )
+            raise ModelLoadError(msg)
+        if not (local / "config.json").is_file():
+            msg = (
+                f"Could not load the Qwen3 model {name!r}: the folder holds no config.json, so it is not a model "
+                "folder; pass the folder that holds config.json, the *.safetensors weights and the tokenizer files"
+            )
+            raise ModelLoadError(msg)
+        return str(local.resolve()), True
+    if _looks_like_path(name):
+        msg = (
+            f"Could not load the Qwen3 model {name!r}: there is no local folder at {str(local.absolute())!r} "
+            "(and it is not a Hugging Face Hub id); check the path, or download the model there first "
+            "(hf download Qwen/Qwen3-Embedding-0.6B --local-dir ...)"
+        )
+        raise ModelLoadError(msg)
+    return name, False
+
+
+def _load_error(name: str, local: bool, exc: BaseException) -> ModelLoadError:
+    if local:
+        where = "the local folder"
+    else:
+        where = "a Hugging Face Hub id (no local folder of that name exists)"
+        if _offline():
+            where += "; HF_HUB_OFFLINE is set, so only the local cache was searched"
     hint = (
-        f"Could not load the Qwen3 model {name!r} (looked for it as {where}"
-        f"{'; HF_HUB_OFFLINE is set, so only the local cache was searched' if _offline() else ''}). "
+        f"Could not load the Qwen3 model {name!r} (looked for it as {where}). "
         "Pass the path of a local folder holding config.json, *.safetensors and the tokenizer files, "
         "or a Hub id such as 'Qwen/Qwen3-Embedding-0.6B' with network access. "
-        f"Cause: {type(exc).__name__}: {exc}"
+        f"Cause: {type(exc).__name__}: {one_line(exc)}"
     )
     return ModelLoadError(hint)
 
@@ -133,59 +250,163 @@ def load_model(
     """Load (or reuse) ``name`` as ``kind`` ('embedding' or 'reranker') on ``device`` in ``dtype``.
 
     Two requests for the same (model, kind, device, dtype) share one object, so a LangChain and a
-    LlamaIndex adapter over the same checkpoint hold the weights once. Never ``trust_remote_code``;
-    weights load from safetensors only.
+    LlamaIndex adapter over the same checkpoint hold the weights once. The device is checked before anything
+    loads, the checkpoint (architecture, output head, weight files) before the weights load. Never
+    ``trust_remote_code``; weights load from safetensors only.
     """
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    name = os.fspath(name)
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"model must be a Hub id or a local folder, got {name!r}")
-    local = Path(name).expanduser()
-    source = str(local.resolve()) if local.exists() else name
+    name = check_model_name(name)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    key = (kind, source, str(torch_device), torch_dtype)
+    source, local = _locate(name)
+    key = _registry_key(kind, source, torch_device, torch_dtype)
     with _REGISTRY_LOCK:
         loaded = _REGISTRY.get(key)
         if loaded is not None:
             return loaded
-        if local.exists() and not (local / "config.json").is_file():
-            raise ModelLoadError(f"{name!r} is a folder but holds no config.json: it is not a model folder")
-        kwargs: dict[str, Any] = {"trust_remote_code": False}
-        if _offline() or local.exists():
-            kwargs["local_files_only"] = True
-        auto = AutoModel if kind == "embedding" else AutoModelForCausalLM
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # one "Loading weights" bar per model is noise in pipelines
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-            model = auto.from_pretrained(
-                source,
-                **{_DTYPE_KWARG: torch_dtype},
-                use_safetensors=True,
-                attn_implementation=attention_implementation(torch_device),
-                **kwargs,
-            )
-        except (OSError, ValueError) as exc:
-            raise _load_error(name, exc) from exc
-        finally:
-            if bars:
-                hf_logging.enable_progress_bar()
-        if getattr(model.config, "model_type", None) not in {"qwen3", "qwen2"}:
-            logger.warning("%s is a %r model, not Qwen3: the Qwen3 recipe may not apply", name, model.config.model_type)
-        model.to(torch_device).eval()
-        packed = pack_linear_layers(model, torch_device, torch_dtype)
-        loaded = LoadedModel(
-            name=name, kind=kind, model=model, tokenizer=tokenizer, device=torch_device, dtype=torch_dtype
-        )
-        _REGISTRY[key] = loaded
-        logger.info(
-            "loaded %s (%s) on %s in %s%s", name, kind, torch_device, torch_dtype,
-            f", {packed} linear layers packed for oneDNN" if packed else "",
-        )  # fmt: skip
+        load_lock = _LOAD_LOCKS.setdefault(key, threading.Lock())
+    with load_lock:
+        with _REGISTRY_LOCK:
+            loaded = _REGISTRY.get(key)
+        if loaded is None:
+            loaded = _load(name, source, local, kind=kind, device=torch_device, dtype=torch_dtype)
+            with _REGISTRY_LOCK:
+                _REGISTRY[key] = loaded
         return loaded
+
+
+def _load(name: str, source: str, local: bool, *, kind: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    from safetensors import SafetensorError
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    kwargs: dict[str, Any] = {"trust_remote_code": False}
+    if _offline() or local:
+        kwargs["local_files_only"] = True
+    auto = AutoModel if kind == "embedding" else AutoModelForCausalLM
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one "Loading weights" bar per model is noise in pipelines
+    try:
+        config = AutoConfig.from_pretrained(source, **kwargs)
+        check_architecture(name, kind, config)
+        folder = _checkpoint_folder(source, local)
+        weights = _weight_names(name, folder)
+        if weights is not None:
+            check_output_head(name, kind, config, weights)
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = auto.from_pretrained(
+            source,
+            config=config,
+            **{_DTYPE_KWARG: dtype},
+            use_safetensors=True,
+            attn_implementation=attention_implementation(device),
+            **kwargs,
+        )
+        if weights is None:  # a Hub checkpoint whose weights were not in the cache before from_pretrained
+            weights = _weight_names(name, _checkpoint_folder(source, local))
+            if weights is not None:
+                check_output_head(name, kind, config, weights)
+    except SafetensorError as exc:
+        msg = (
+            f"Could not load the Qwen3 model {name!r}: a weight file is corrupt or truncated "
+            f"(SafetensorError: {one_line(exc)}); download the model again"
+        )
+        raise ModelLoadError(msg) from exc
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ModelLoadError):
+            raise
+        raise _load_error(name, local, exc) from exc
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    model.to(device).eval()
+    packed = pack_linear_layers(model, device, dtype)
+    loaded = LoadedModel(name=name, kind=kind, model=model, tokenizer=tokenizer, device=device, dtype=dtype)
+    logger.info(
+        "loaded %s (%s) on %s in %s%s", name, kind, device, dtype,
+        f", {packed} linear layers packed for oneDNN" if packed else "",
+    )  # fmt: skip
+    return loaded
+
+
+_ARCHITECTURES = {"embedding": ("qwen3", "qwen2"), "reranker": ("qwen3",)}
+_EXAMPLES = {"embedding": "Qwen/Qwen3-Embedding-0.6B", "reranker": "Qwen/Qwen3-Reranker-0.6B"}
+
+
+def check_architecture(name: str, kind: str, config: Any) -> None:
+    """Refuse, before the weights load, a checkpoint the recipe cannot run: a BERT, or as the reranker anything
+    but a causal Qwen3 language model (an embedding checkpoint is a base ``Qwen3Model``)."""
+    model_type = getattr(config, "model_type", None)
+    example = _EXAMPLES[kind]
+    if model_type not in _ARCHITECTURES[kind]:
+        msg = f"{name!r} is a {model_type!r} checkpoint, not a Qwen3 one: pass a {kind} checkpoint such as {example!r}"
+        raise ModelLoadError(msg)
+    architectures = list(getattr(config, "architectures", None) or [])
+    if kind == "reranker" and architectures and "Qwen3ForCausalLM" not in architectures:
+        msg = (
+            f"{name!r} is a {'/'.join(architectures)} checkpoint, not a causal language model (Qwen3ForCausalLM): "
+            "Qwen3-Reranker scores from its output head's yes/no rows, which an embedding or classifier checkpoint "
+            f"does not have; pass a Qwen3-Reranker checkpoint such as {example!r}"
+        )
+        raise ModelLoadError(msg)
+
+
+def check_output_head(name: str, kind: str, config: Any, weights: set[str]) -> None:
+    """The reranker's output head must be in the weight files: ``lm_head.weight``, or with tied embeddings
+    (``tie_word_embeddings``, as in Qwen3-0.6B) the causal model's ``model.embed_tokens.weight``. Otherwise
+    transformers fills the head with random numbers, and every score is noise."""
+    if kind != "reranker" or "lm_head.weight" in weights:
+        return
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    if tied and "model.embed_tokens.weight" in weights:
+        return
+    if "embed_tokens.weight" in weights:
+        reason = "its weight files hold a base Qwen3Model (an embedding checkpoint?) without an output head"
+    elif tied:
+        reason = "its weight files hold neither lm_head.weight nor the tied model.embed_tokens.weight"
+    else:
+        reason = (
+            "its config does not tie the output head to the input embeddings and its weight files hold no "
+            "lm_head.weight"
+        )
+    msg = (
+        f"{name!r} cannot score as Qwen3-Reranker: {reason}, so the head would be initialised at random and every "
+        f"score would be noise; pass a Qwen3-Reranker checkpoint such as {_EXAMPLES['reranker']!r}"
+    )
+    raise ModelLoadError(msg)
+
+
+def _checkpoint_folder(source: str, local: bool) -> Path | None:
+    """The folder that holds the checkpoint's files: the local folder, or the Hub snapshot in the cache."""
+    if local:
+        return Path(source)
+    from huggingface_hub import try_to_load_from_cache
+
+    config = try_to_load_from_cache(source, "config.json")
+    return Path(config).parent if isinstance(config, str) else None
+
+
+def _weight_names(name: str, folder: Path | None) -> set[str] | None:
+    """The tensor names in the folder's ``*.safetensors`` files (headers only), ``None`` if there are none yet.
+
+    Reading the headers also finds a corrupt or truncated file before transformers does, and names it.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    files = sorted(folder.glob("*.safetensors")) if folder is not None else []
+    if not files:
+        return None
+    names: set[str] = set()
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                names.update(handle.keys())
+        except SafetensorError as exc:
+            msg = (
+                f"Could not load the Qwen3 model {name!r}: {file.name} is corrupt or truncated "
+                f"(SafetensorError: {one_line(exc)}); download the model again"
+            )
+            raise ModelLoadError(msg) from exc
+    return names
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -201,6 +422,23 @@ def release_memory(device: torch.device) -> None:
         torch.mps.empty_cache()
 
 
+_Closing = TypeVar("_Closing", bound="Closing")
+
+
+class Closing:
+    """``close()`` plus ``with obj: ...``, which closes ``obj`` on the way out, for everything that may hold a
+    server client (the core classes and the adapters); subclasses say what ``close()`` releases."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Closing) -> _Closing:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 def open_model(
     model: str | os.PathLike,
     *,
@@ -213,9 +451,10 @@ def open_model(
     batch_size: int,
 ) -> tuple[Any, LoadedModel | None]:
     """``(remote client, None)`` for a model served at ``base_url`` (vLLM), else ``(None, loaded local model)``."""
+    model = check_model_name(model)
     if base_url is None:
         return None, load_model(model, kind=kind, device=device, dtype=dtype)
     from qwen3_rag.remote import VLLMEmbeddingClient, VLLMRerankClient
 
     client = VLLMEmbeddingClient if kind == "embedding" else VLLMRerankClient
-    return client(os.fspath(model), base_url, api_key=api_key, timeout=timeout, batch_size=batch_size), None
+    return client(model, base_url, api_key=api_key, timeout=timeout, batch_size=batch_size), None

@@ -35,7 +35,8 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
     msg = 'qwen3_rag.chroma needs chromadb, an optional dependency: pip install "qwen3-rag[chroma]"'
     raise ImportError(msg) from exc
 
-from qwen3_rag.embedder import MIN_DIMENSIONS, Qwen3Embedder
+from qwen3_rag._validation import check_dimensions, check_instruction, check_positive
+from qwen3_rag.embedder import Qwen3Embedder
 from qwen3_rag.prompts import DEFAULT_EMBEDDING_MODEL, DEFAULT_INSTRUCTION
 
 __all__ = ["CHROMA_HAS_QUERY_HOOK", "Qwen3EmbeddingFunction"]
@@ -58,7 +59,10 @@ class Qwen3EmbeddingFunction(EmbeddingFunction[Documents]):
         dtype: ``None`` picks bfloat16 on CUDA, float32 elsewhere. Not saved either.
         max_length: tokens per input, ``<|endoftext|>`` included.
         batch_size: inputs per forward pass.
-        embedder: an existing :class:`~qwen3_rag.Qwen3Embedder` to use instead of loading ``model``.
+        embedder: an existing :class:`~qwen3_rag.Qwen3Embedder` to use instead of loading ``model``. Its
+            model, ``dimensions``, ``instruction`` and ``max_length`` are the function's (and are what the
+            collection stores), unless ``dimensions`` or ``instruction`` are passed here too; a different
+            ``max_length`` cannot be honoured and is refused.
 
     Vectors are unit length, so ``cosine``, ``ip`` and ``l2`` rank identically; ``cosine`` is the default space.
     The configuration chromadb persists with the collection (``get_config``) holds the model, dimensions,
@@ -70,28 +74,32 @@ class Qwen3EmbeddingFunction(EmbeddingFunction[Documents]):
         self,
         model: str | os.PathLike = DEFAULT_EMBEDDING_MODEL,
         *,
-        dimensions: int | None = None,
-        instruction: str | None = DEFAULT_INSTRUCTION,
+        dimensions: int | None = _DEFAULT,
+        instruction: str | None = _DEFAULT,
         device: str | None = None,
         dtype: str | None = None,
-        max_length: int = 8192,
+        max_length: int = _DEFAULT,
         batch_size: int = 32,
         embedder: Qwen3Embedder | None = None,
     ) -> None:
-        if dimensions is not None and (
-            isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < MIN_DIMENSIONS
-        ):
-            raise ValueError(f"dimensions must be an integer >= {MIN_DIMENSIONS} or None, got {dimensions!r}")
-        if instruction is not None and not isinstance(instruction, str):
-            raise TypeError(f"instruction must be a str or None, got {type(instruction).__name__}")
         if embedder is not None and not isinstance(embedder, Qwen3Embedder):
             raise TypeError(f"embedder must be a Qwen3Embedder, got {type(embedder).__name__}")
+        if embedder is not None:  # the stored config must describe the vectors this embedder makes
+            dimensions = embedder.dimensions if dimensions is _DEFAULT else dimensions
+            instruction = embedder.instruction if instruction is _DEFAULT else instruction
+            if max_length is not _DEFAULT and max_length != embedder.max_length:
+                msg = (
+                    f"max_length={max_length!r} differs from the embedder's max_length={embedder.max_length}, which "
+                    "is what cuts the texts: leave max_length out, or build the embedder with it"
+                )
+                raise ValueError(msg)
+            max_length = embedder.max_length
+        self.dimensions = check_dimensions(None if dimensions is _DEFAULT else dimensions)
+        self.instruction = check_instruction(DEFAULT_INSTRUCTION if instruction is _DEFAULT else instruction) or None
+        self.max_length = check_positive(8192 if max_length is _DEFAULT else max_length, "max_length")
         self.model = embedder.model_name if embedder is not None else os.fspath(model)
-        self.dimensions = dimensions
-        self.instruction = instruction or None
         self.device = device
         self.dtype = dtype
-        self.max_length = max_length
         self.batch_size = batch_size
         self._embedder = embedder
         if not CHROMA_HAS_QUERY_HOOK:  # pragma: no cover - chromadb < 1.0

@@ -12,19 +12,27 @@ import torch
 
 from qwen3_rag._batching import run_batches, token_budget
 from qwen3_rag._forward import PrefixCache, last_token_states, run_prefix
-from qwen3_rag._loading import open_model
-from qwen3_rag._validation import check_instruction, check_positive, check_texts
+from qwen3_rag._loading import Closing, open_model
+from qwen3_rag._tokenize import LocalTokens, TokenSource, embedding_rows
+from qwen3_rag._validation import (
+    MIN_DIMENSIONS,
+    check_dimensions,
+    check_instruction,
+    check_positive,
+    check_texts,
+    non_finite_error,
+    non_finite_rows,
+)
 from qwen3_rag.prompts import DEFAULT_EMBEDDING_MODEL, DEFAULT_INSTRUCTION, ENDOFTEXT, format_query
 
 logger = logging.getLogger("qwen3_rag")
 
-MIN_DIMENSIONS = 32
-"""The smallest Matryoshka size Qwen3-Embedding was trained for."""
+__all__ = ["MIN_DIMENSIONS", "Qwen3Embedder"]
 
 _DEFAULT = object()  # "use the instance's setting", distinct from an explicit None
 
 
-class Qwen3Embedder:
+class Qwen3Embedder(Closing):
     """Embed queries and documents with a local Qwen3-Embedding model.
 
     Args:
@@ -38,7 +46,9 @@ class Qwen3Embedder:
         max_batch_tokens: padded tokens per forward pass; ``None`` picks one for the device.
         show_progress: a progress bar; ``None`` shows one only for long calls.
         base_url: a vLLM server (``http://127.0.0.1:8000``) serving ``model`` instead of local weights: the
-            text is formatted here, exactly as locally; ``device``, ``dtype`` and batching are the server's.
+            text is formatted, tokenized (by the server's tokenizer) and cut at ``max_length`` here, exactly as
+            locally, and the server gets token ids; ``device``, ``dtype`` and batching are the server's.
+            Nothing is sent before the first call; :meth:`close` (or ``with``) closes the connections.
         api_key: the server's ``--api-key``, if it has one.
         timeout: seconds per request to the server.
 
@@ -76,18 +86,19 @@ class Qwen3Embedder:
             model, kind="embedding", device=device, dtype=dtype, base_url=base_url, api_key=api_key, timeout=timeout,
             batch_size=self.batch_size,
         )  # fmt: skip
+        self._endoftext: int | None = None
         if self._remote is not None:
             self.model_name, self.device, self.dtype = self._remote.model, None, None
-            self._dimensions = self._check_dimensions(dimensions)
+            self._tokens: TokenSource = self._remote
+            # The server's hidden size is asked on first use, not here: construction sends nothing.
+            self._dimensions = check_dimensions(dimensions, model=self.model_name)
             return
         self.model_name = self._loaded.name
         self.device = self._loaded.device
         self.dtype = self._loaded.dtype
+        self._tokens = LocalTokens(self._loaded)
         self._dimensions = self._check_dimensions(dimensions)
-        tokenizer = self._loaded.tokenizer
-        self._endoftext_id = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
-        if self._endoftext_id is None or self._endoftext_id == tokenizer.unk_token_id:
-            raise ValueError(f"the tokenizer of {self.model_name!r} has no {ENDOFTEXT} token: not a Qwen3 tokenizer")
+        self._endoftext = self._find_endoftext_id()  # a tokenizer without it is refused here, not on first use
 
     # -- public API ----------------------------------------------------------------------------------
 
@@ -104,6 +115,19 @@ class Qwen3Embedder:
         if self._remote is not None:
             return self._remote.hidden_size
         return self._loaded.model.config.hidden_size
+
+    @property
+    def _endoftext_id(self) -> int:
+        """The id of ``<|endoftext|>`` (151643 for Qwen3); a server is asked on first use."""
+        if self._endoftext is None:
+            self._endoftext = self._find_endoftext_id()
+        return self._endoftext
+
+    def _find_endoftext_id(self) -> int:
+        token_id = self._tokens.token_id(ENDOFTEXT)
+        if token_id is None:
+            raise ValueError(f"the tokenizer of {self.model_name!r} has no {ENDOFTEXT} token: not a Qwen3 tokenizer")
+        return token_id
 
     @property
     def dimension(self) -> int:
@@ -144,14 +168,14 @@ class Qwen3Embedder:
     ) -> np.ndarray:
         """Unit vectors with ``instruction`` applied to every text (symmetric tasks put it on both sides)."""
         texts = check_texts(texts, name)
-        dims = self._check_dimensions(dimensions) or self.dimension
+        # The default is checked again: a served model's hidden size is only known from its first answer.
+        dims = self._check_dimensions(self._dimensions if dimensions is None else dimensions) or self.hidden_size
         if not texts:
             return np.zeros((0, dims), dtype=np.float32)
         instruction = check_instruction(instruction)
-        if self._remote is not None:
-            formatted = [format_query(t, instruction) for t in texts]
-            return self._remote.embed(formatted, dimensions=None if dims == self.hidden_size else dims)
         rows = self.tokenize(texts, instruction=instruction)
+        if self._remote is not None:
+            return self._remote.embed_token_ids(rows, dimensions=None if dims == self.hidden_size else dims)
         prefix_ids, prefix = self._instruction_prefix(instruction)
         shared = [
             bool(prefix_ids) and row[: len(prefix_ids)] == prefix_ids and len(row) > len(prefix_ids) for row in rows
@@ -174,6 +198,12 @@ class Qwen3Embedder:
                         pad_id=self._endoftext_id,
                         device=self.device,
                     )
+                bad = non_finite_rows(states)
+                if bad:  # float16 overflow: a NaN must never reach an index or a ranking
+                    indices = sorted(batch[i] for i in bad)
+                    raise non_finite_error(
+                        indices, len(rows), noun="input", model=self.model_name, dtype=self.dtype, device=self.device
+                    )
                 return _normalise(states.float()[:, :dims]).cpu()
 
         lengths = [len(r) for r in rows]
@@ -190,25 +220,19 @@ class Qwen3Embedder:
 
     def tokenize(self, texts: Sequence[str], *, instruction: str | None = None) -> list[list[int]]:
         """Token ids as the model sees them: the formatted text cut to ``max_length - 1`` tokens, then exactly one
-        ``<|endoftext|>`` -- whichever tokenizer generation is installed (today's appends it, the first did not)."""
+        ``<|endoftext|>`` -- whichever tokenizer generation is installed (today's appends it, the first did not).
+
+        Control-token strings in the text or the instruction (``<|im_end|>``, ...) are tokenized as the ordinary
+        characters they are written with. With ``base_url``, the server's tokenizer does the tokenizing.
+        """
         texts = check_texts(texts)
+        formatted = [format_query(t, check_instruction(instruction)) for t in texts]
+        return embedding_rows(self._tokens, formatted, max_length=self.max_length, endoftext_id=self._endoftext_id)
+
+    def close(self) -> None:
+        """Close the connections to the server (``base_url``); local weights stay shared with other users."""
         if self._remote is not None:
-            raise NotImplementedError("tokenize() needs the local tokenizer; this embedder talks to a server")
-        formatted = [format_query(t, instruction) for t in texts]
-        with self._loaded.lock:
-            encoded = self._loaded.tokenizer(formatted, add_special_tokens=False, verbose=False)["input_ids"]
-        limit = self.max_length - 1
-        truncated = [len(ids) for ids in encoded if len(ids) > limit]
-        if truncated:
-            logger.warning(
-                "truncated %d of %d texts to max_length=%d tokens (longest was %d tokens); "
-                "raise max_length (up to 32768) to keep more",
-                len(truncated),
-                len(texts),
-                self.max_length,
-                max(truncated) + 1,
-            )
-        return [ids[:limit] + [self._endoftext_id] for ids in encoded]
+            self._remote.close()
 
     def __repr__(self) -> str:
         where = (
@@ -224,19 +248,7 @@ class Qwen3Embedder:
     # -- internals -----------------------------------------------------------------------------------
 
     def _check_dimensions(self, dimensions: int | None) -> int | None:
-        if dimensions is None:
-            return None
-        if (
-            isinstance(dimensions, bool)
-            or not isinstance(dimensions, int)
-            or not (MIN_DIMENSIONS <= dimensions <= self.hidden_size)
-        ):
-            msg = (
-                f"dimensions must be an integer between {MIN_DIMENSIONS} and {self.hidden_size} "
-                f"(the hidden size of {self.model_name}), got {dimensions!r}"
-            )
-            raise ValueError(msg)
-        return dimensions
+        return check_dimensions(dimensions, hidden_size=self.hidden_size, model=self.model_name)
 
     def _instruction_prefix(self, instruction: str | None) -> tuple[list[int], PrefixCache | None]:
         """The key/value cache of ``Instruct: {instruction}\\nQuery``, computed once per instruction.
@@ -250,7 +262,7 @@ class Qwen3Embedder:
             hit = self._loaded.cache.get(("instruction", instruction))
             if hit is not None:
                 return hit
-            ids = self._loaded.tokenizer(format_query("", instruction), add_special_tokens=False)["input_ids"][:-1]
+            ids = self._tokens.encode([format_query("", instruction)])[0][:-1]
             with torch.inference_mode():
                 entry = (ids, run_prefix(self._loaded.model, ids, self.device))
             if len(self._loaded.cache) >= _MAX_CACHED_PREFIXES:

@@ -24,6 +24,17 @@ RERANK_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 ENDOFTEXT = "<|endoftext|>"
 """The token every embedding input must end with (id 151643); NOT ``tokenizer.eos_token``."""
 
+CONTROL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>",
+    "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>",
+    "</tool_response>", "<think>", "</think>",
+)  # fmt: skip
+"""Qwen3's added tokens in id order (151643..151668). In the prompts' own strings (``RERANK_PREFIX``,
+``RERANK_SUFFIX``) they are control tokens; in user text (queries, documents, instructions) they are
+tokenized as the ordinary characters they are written with, so text cannot forge the prompt's structure."""
+
 
 def format_query(query: str, instruction: str | None) -> str:
     """``Instruct: {instruction}\\nQuery:{query}`` -- no space after ``Query:``; no instruction -> the query as is."""

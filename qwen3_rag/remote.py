@@ -1,20 +1,21 @@
 """Clients for Qwen3-Embedding and Qwen3-Reranker served by vLLM (``vllm serve``), faithful to the model cards.
 
-The text is formatted here exactly as the local core formats it, so a served model returns the vectors
-and scores the local one would (the tests pin both to 1e-5 against a real vLLM server):
+The same token ids reach the served model as the local one, so it returns the same vectors and scores (the
+tests pin both to 1e-5 against a real vLLM server). The text is formatted and tokenized here, through the
+server's own tokenizer (``/tokenize``), with the local core's rules (``qwen3_rag._tokenize``): control-token
+strings in user text stay ordinary text, inputs are cut at ``max_length`` (embeddings keep their final
+``<|endoftext|>``, the reranker loses the document's end), and the server gets token ids:
 
-- Embeddings go to the OpenAI-compatible ``/v1/embeddings``. Queries arrive already formatted
-  (``Instruct: {instruction}\\nQuery:{query}``, applied by the caller). Whether the server's tokenizer
-  appends ``<|endoftext|>`` is asked once through ``/tokenize``; when it does not (the first Qwen3-Embedding
-  release), the client appends it, so every input ends in it exactly once. ``dimensions`` is passed
-  through and every vector is L2-normalised again on arrival.
-- Reranking goes to ``/score`` with the card's prompt split in two: ``text_1`` is the system prefix plus
-  ``<Instruct>: ...\\n<Query>: ...\\n``, ``text_2`` is ``<Document>: ...`` plus the suffix (see
-  :func:`rerank_text_pair`). vLLM's shipped ``qwen3_reranker.jinja`` would drop the suffix's last newline.
+- embeddings: ``/v1/embeddings`` with token-id inputs; ``dimensions`` is passed through and every vector is
+  L2-normalised again on arrival;
+- reranking: the card's whole prompt as token ids to ``/classify``, which the original reranker served with
+  :data:`RERANKER_OVERRIDES` answers with P(yes). (``/score`` and ``/rerank`` take text only, which the server
+  would tokenize with control tokens recognised.)
 
 Requests are cut into batches of ``batch_size`` inputs and sent at most ``max_concurrency`` at a time;
 connection errors and 5xx answers are retried with exponential backoff, 4xx answers never are. Every
-failure is a :class:`RemoteError` that carries the server's own message.
+failure is a :class:`RemoteError` that carries the server's own message (on one line); NaN or infinity from the
+server is a :class:`~qwen3_rag.NonFiniteError`. Constructing a client sends nothing.
 
 Server side (see docs/vllm.md)::
 
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +40,17 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("qwen3_rag.remote needs httpx: pip install 'qwen3-rag[vllm]'") from exc
 
-from qwen3_rag.prompts import ENDOFTEXT, RERANK_PREFIX, RERANK_SUFFIX, format_rerank_body
+from qwen3_rag._tokenize import TokenSource, embedding_rows, rerank_rows
+from qwen3_rag._validation import (
+    NonFiniteError,
+    check_dimensions,
+    check_text,
+    check_texts,
+    non_finite_error,
+    non_finite_rows,
+    one_line,
+)
+from qwen3_rag.prompts import ENDOFTEXT
 
 __all__ = [
     "MATRYOSHKA_OVERRIDES",
@@ -48,7 +58,6 @@ __all__ = [
     "RemoteError",
     "VLLMEmbeddingClient",
     "VLLMRerankClient",
-    "rerank_text_pair",
 ]
 
 logger = logging.getLogger("qwen3_rag")
@@ -88,24 +97,8 @@ class RemoteError(RuntimeError):
         self.status_code = status_code
 
 
-def rerank_text_pair(query: str, document: str, instruction: str) -> tuple[str, str]:
-    """The card's reranker prompt as ``/score``'s ``(text_1, text_2)``.
-
-    ``text_1 + text_2 == RERANK_PREFIX + format_rerank_body(query, document, instruction) + RERANK_SUFFIX``.
-    The cut lies after the newline that ends the query, where the full prompt's pre-tokenization splits as
-    well, so the token ids are the card's whether the server tokenizes the concatenation (vLLM does for
-    Qwen3-Reranker) or each text alone. ``text_1`` is the same for every document of a query.
-    """
-    empty = format_rerank_body(query, "", instruction)
-    head = empty[: empty.rindex("\n") + 1]  # everything up to and including the newline before <Document>
-    body = format_rerank_body(query, document, instruction)
-    if not body.startswith(head):  # pragma: no cover - only if the prompt template ever changes shape
-        raise ValueError("the reranker prompt no longer ends with the document: update rerank_text_pair")
-    return RERANK_PREFIX + head, body[len(head) :] + RERANK_SUFFIX
-
-
-class _VLLMClient:
-    """Connection, batching, concurrency and retries shared by the two clients."""
+class _VLLMClient(TokenSource):
+    """Connection, batching, concurrency, retries and the server's tokenizer, shared by the two clients."""
 
     def __init__(
         self,
@@ -131,6 +124,8 @@ class _VLLMClient:
         self.backoff = _check_number(backoff, "backoff", minimum=0.0)
         self._api_key = api_key
         self._transport = transport
+        self.max_model_len: int | None = None
+        """The server's ``--max-model-len``, once a ``/tokenize`` answer has told it."""
         self._client = self._connect()
 
     def _connect(self) -> httpx.Client:
@@ -151,11 +146,10 @@ class _VLLMClient:
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle and deep-copy the configuration; the copy opens its own connections."""
-        return {key: value for key, value in self.__dict__.items() if key not in ("_client", "_lock")}
+        return {key: value for key, value in self.__dict__.items() if key != "_client"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._lock = threading.Lock()
         self._client = self._connect()
 
     def __enter__(self):
@@ -167,6 +161,52 @@ class _VLLMClient:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
 
+    # -- the server's tokenizer (qwen3_rag._tokenize.TokenSource) ------------------------------------
+
+    @property
+    def endoftext_id(self) -> int:
+        """The served tokenizer's id of ``<|endoftext|>`` (asked once)."""
+        token_id = self.token_id(ENDOFTEXT)
+        if token_id is None:
+            msg = (
+                f"the tokenizer served at {self.base_url} ({self.model!r}) has no {ENDOFTEXT} token: not a Qwen3 model"
+            )
+            raise RemoteError(msg, url=f"{self.base_url}/tokenize")
+        return token_id
+
+    def _tokenize(self, prompt: str) -> list[int]:
+        answer = self._post("/tokenize", {"model": self.model, "prompt": prompt, "add_special_tokens": False})
+        tokens = answer.get("tokens") if isinstance(answer, dict) else None
+        if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+            url = f"{self.base_url}/tokenize"
+            raise RemoteError(f"unexpected answer from {url}: no token list in {str(answer)[:200]}", url=url)
+        if isinstance(answer.get("max_model_len"), int):
+            self.max_model_len = answer["max_model_len"]
+        return tokens
+
+    def _encode_prompt(self, text: str) -> list[int]:
+        return self._tokenize(text)
+
+    def _encode_pieces(self, pieces: list[str]) -> list[list[int]]:
+        return self._map_batches(pieces, self._tokenize_pieces)
+
+    def _tokenize_pieces(self, pieces: list[str]) -> list[list[int]]:
+        """One ``/tokenize`` request for many pieces, joined by ``<|endoftext|>`` and split at its id again:
+        an added token cuts the text before normalisation and pre-tokenization, so every piece tokenizes
+        between two separators exactly as it does alone."""
+        separator = self.endoftext_id
+        segments: list[list[int]] = [[]]
+        for token in self._tokenize(ENDOFTEXT.join(pieces)):
+            if token == separator:
+                segments.append([])
+            else:
+                segments[-1].append(token)
+        if len(segments) != len(pieces):
+            url = f"{self.base_url}/tokenize"
+            msg = f"the tokenizer at {url} split {len(pieces)} texts into {len(segments)}: not a Qwen3 tokenizer?"
+            raise RemoteError(msg, url=url)
+        return segments
+
     # -- requests ------------------------------------------------------------------------------------
 
     def _post(self, path: str, payload: dict[str, Any]) -> Any:
@@ -177,12 +217,12 @@ class _VLLMClient:
             try:
                 response = self._client.post(path, json=payload)
             except _RETRYABLE_ERRORS as exc:
+                reason = f"{type(exc).__name__}: {one_line(exc)}"
                 error = RemoteError(
-                    f"could not reach the vLLM server at {url} ({type(exc).__name__}: {exc}) after {attempt + 1} "
-                    f"attempt(s); is `vllm serve` running there?",
+                    f"could not reach the vLLM server at {url} ({reason}) after {attempt + 1} attempt(s); "
+                    "is `vllm serve` running there?",
                     url=url,
                 )
-                reason = f"{type(exc).__name__}: {exc}"
             except httpx.TimeoutException as exc:
                 msg = (
                     f"no answer from the vLLM server at {url} within timeout={self.timeout} s "
@@ -190,7 +230,7 @@ class _VLLMClient:
                 )
                 raise RemoteError(msg, url=url) from exc
             except httpx.HTTPError as exc:
-                raise RemoteError(f"request to {url} failed: {type(exc).__name__}: {exc}", url=url) from exc
+                raise RemoteError(f"request to {url} failed: {type(exc).__name__}: {one_line(exc)}", url=url) from exc
             else:
                 if response.is_success:
                     try:
@@ -201,7 +241,7 @@ class _VLLMClient:
                         raise RemoteError(msg, url=url, status_code=response.status_code) from exc
                 message = _server_message(response)
                 if response.status_code < 500:  # the request itself is wrong: sending it again cannot help
-                    raise self._client_error(url, response.status_code, message)
+                    raise self._client_error(path, response.status_code, message)
                 error = RemoteError(
                     f"the vLLM server at {url} answered {response.status_code} "
                     f"after {attempt + 1} attempt(s): {message}",
@@ -222,13 +262,30 @@ class _VLLMClient:
                 _sleep(delay)
         raise error
 
-    def _client_error(self, url: str, status: int, message: str) -> RemoteError:
+    def _client_error(self, path: str, status: int, message: str) -> Exception:
+        url = f"{self.base_url}{path}"
+        if "out of range float values" in message.lower():  # vLLM could not write NaN or inf as JSON
+            msg = (
+                f"the vLLM server at {url} computed NaN or infinity for the model {self.model!r} ({message}): the "
+                "served model overflows in its dtype; restart the server with --dtype bfloat16 (or --dtype float32)"
+            )
+            return NonFiniteError(msg)
         text = f"the vLLM server at {url} rejected the request ({status}): {message}"
         if status == 404 and "does not exist" in message:
             text += (
                 f" -- the first argument ({self.model!r}) must be a name the server serves: see GET "
                 f"{self.base_url}/v1/models, or start the server with --served-model-name {self.model}"
             )
+        elif status == 404 and path == "/tokenize":
+            text += (
+                " -- the client tokenizes through the server's /tokenize (to cut inputs at max_length and keep control "
+                "tokens out of user text, as the local core does): serve the model with vLLM"
+            )
+        elif status == 404 and path == "/classify":
+            text += f" -- serve the reranker with --runner pooling --hf-overrides '{RERANKER_OVERRIDES}'"
+        elif "maximum context length" in message:
+            limit = f" ({self.max_model_len} here)" if self.max_model_len else ""
+            text += f" -- pass max_length= no larger than the server's --max-model-len{limit}"
         return RemoteError(text, url=url, status_code=status)
 
     def _map_batches(self, items: Sequence[T], call: Callable[[list[T]], list[Any]]) -> list[Any]:
@@ -248,7 +305,7 @@ class _VLLMClient:
 
 
 class VLLMEmbeddingClient(_VLLMClient):
-    """Qwen3-Embedding served by vLLM, through its OpenAI-compatible ``/v1/embeddings``.
+    """Qwen3-Embedding served by vLLM, through its OpenAI-compatible ``/v1/embeddings``, with token-id inputs.
 
     Args:
         model: the name the server serves (its ``--served-model-name``, by default the Hub id or folder).
@@ -271,30 +328,33 @@ class VLLMEmbeddingClient(_VLLMClient):
 
     def __init__(self, model: str, base_url: str, **kwargs: Any) -> None:
         super().__init__(model, base_url, **kwargs)
-        self._lock = threading.Lock()
-        self._append_endoftext: bool | None = None
         self._hidden_size: int | None = None
 
-    def embed(self, texts: Sequence[str], *, dimensions: int | None = None) -> np.ndarray:
+    def embed(self, texts: Sequence[str], *, dimensions: int | None = None, max_length: int = 8192) -> np.ndarray:
         """Unit vectors for ``texts``, which must already be formatted (query instruction applied).
 
-        ``dimensions`` (Matryoshka) is passed to the server, which must run with
-        ``--hf-overrides '{"is_matryoshka": true}'``. Returns float32, shape (len(texts), dimensions or hidden).
+        Each text is tokenized by the server's tokenizer, cut to ``max_length - 1`` tokens and ended with one
+        ``<|endoftext|>``, as the local core does. ``dimensions`` (Matryoshka) is passed to the server, which must
+        run with ``--hf-overrides '{"is_matryoshka": true}'``. Returns float32, shape (len(texts), dimensions or
+        hidden).
         """
-        if isinstance(texts, str):
-            raise TypeError("texts must be a list of strings, not one string")
-        texts = list(texts)
-        if dimensions is not None:
-            dimensions = int(_check_number(dimensions, "dimensions", minimum=1, integer=True))
+        texts = check_texts(texts)
+        dimensions = check_dimensions(dimensions)
         if not texts:
             return np.zeros((0, dimensions or self.hidden_size), dtype=np.float32)
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"texts[{i}] must be a string, got {type(text).__name__}")
-        if self._server_needs_endoftext():
-            texts = [text + ENDOFTEXT for text in texts]
-        rows = self._map_batches(texts, lambda batch: self._embed_batch(batch, dimensions))
-        vectors = np.stack(rows).astype(np.float32, copy=False)
+        rows = embedding_rows(self, texts, max_length=max_length, endoftext_id=self.endoftext_id)
+        return self.embed_token_ids(rows, dimensions=dimensions)
+
+    def embed_token_ids(self, rows: Sequence[Sequence[int]], *, dimensions: int | None = None) -> np.ndarray:
+        """Unit vectors for inputs given as token ids (each ending in ``<|endoftext|>``), float32."""
+        rows = [list(row) for row in rows]
+        if not rows:
+            return np.zeros((0, dimensions or self.hidden_size), dtype=np.float32)
+        vectors = np.stack(self._map_batches(rows, lambda batch: self._embed_batch(batch, dimensions)))
+        vectors = vectors.astype(np.float32, copy=False)
+        bad = non_finite_rows(vectors)
+        if bad:
+            raise non_finite_error(bad, len(rows), noun="input", model=self.model, server=self.base_url)
         if dimensions is not None and vectors.shape[1] > dimensions:
             vectors = vectors[:, :dimensions]  # a server that ignored `dimensions`: Matryoshka is a prefix
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -302,13 +362,13 @@ class VLLMEmbeddingClient(_VLLMClient):
 
     @property
     def hidden_size(self) -> int:
-        """The full vector size the server returns (asked once, by embedding one short text)."""
+        """The full vector size the server returns (asked once, by embedding one token)."""
         if self._hidden_size is None:
-            self._hidden_size = int(self._embed_batch(["hidden size"], None)[0].shape[0])
+            self._hidden_size = int(self._embed_batch([[self.endoftext_id]], None)[0].shape[0])
         return self._hidden_size
 
-    def _embed_batch(self, texts: list[str], dimensions: int | None) -> list[np.ndarray]:
-        payload: dict[str, Any] = {"model": self.model, "input": texts, "encoding_format": "base64"}
+    def _embed_batch(self, inputs: list[list[int]], dimensions: int | None) -> list[np.ndarray]:
+        payload: dict[str, Any] = {"model": self.model, "input": inputs, "encoding_format": "base64"}
         if dimensions is not None:
             payload["dimensions"] = dimensions
         try:
@@ -322,7 +382,7 @@ class VLLMEmbeddingClient(_VLLMClient):
                 raise RemoteError(msg, url=exc.url, status_code=exc.status_code) from exc
             raise
         url = f"{self.base_url}/v1/embeddings"
-        data = _indexed_items(answer, "data", len(texts), url)
+        data = _indexed_items(answer, "data", len(inputs), url)
         rows = [_decode_embedding(item.get("embedding"), url) for item in data]
         if dimensions is not None and any(len(row) < dimensions for row in rows):
             msg = f"the server at {url} returned {len(rows[0])} dimensions, fewer than the {dimensions} asked for"
@@ -331,60 +391,11 @@ class VLLMEmbeddingClient(_VLLMClient):
             self._hidden_size = len(rows[0])
         return rows
 
-    def _server_needs_endoftext(self) -> bool:
-        """Whether the served tokenizer leaves out the final ``<|endoftext|>`` (asked once, via ``/tokenize``).
-
-        Today's Qwen3-Embedding tokenizer appends it; the first release's did not. A server without
-        ``/tokenize`` is assumed to append it (with a warning).
-        """
-        with self._lock:
-            if self._append_endoftext is None:
-                self._append_endoftext = self._probe_endoftext()
-            return self._append_endoftext
-
-    def _probe_endoftext(self) -> bool:
-        try:
-            marked = self._post(
-                "/tokenize", {"model": self.model, "prompt": "a" + ENDOFTEXT, "add_special_tokens": False}
-            )
-            plain = self._post("/tokenize", {"model": self.model, "prompt": "a", "add_special_tokens": True})
-            marked, plain = list(marked["tokens"]), list(plain["tokens"])
-        except RemoteError as exc:
-            if exc.status_code is None or exc.status_code >= 500:
-                raise
-            logger.warning(
-                "%s: cannot ask the server whether its tokenizer appends %s (%s); assuming it does",
-                self.base_url,
-                ENDOFTEXT,
-                exc,
-            )
-            return False
-        except (KeyError, TypeError) as exc:
-            logger.warning(
-                "%s: unexpected /tokenize answer (%r); assuming %s is appended", self.base_url, exc, ENDOFTEXT
-            )
-            return False
-        if plain == marked:
-            return False
-        if plain == marked[:-1]:
-            logger.info(
-                "%s: the served tokenizer does not append %s; appending it client-side", self.base_url, ENDOFTEXT
-            )
-            return True
-        logger.warning(
-            "%s: the served tokenizer tokenizes 'a' as %s and 'a%s' as %s: not a Qwen3-Embedding tokenizer?",
-            self.base_url,
-            plain,
-            ENDOFTEXT,
-            marked,
-        )
-        return False
-
 
 class VLLMRerankClient(_VLLMClient):
-    """Qwen3-Reranker served by vLLM, through ``/score``: P(yes) as the card computes it.
+    """Qwen3-Reranker served by vLLM, through ``/classify`` with token-id inputs: P(yes) as the card computes it.
 
-    The server must run the original checkpoint as a classifier: ``--hf-overrides`` with
+    The server must run the original checkpoint as a classifier: ``--runner pooling --hf-overrides`` with
     :data:`RERANKER_OVERRIDES`; without them the server does not compute P(yes) from the yes/no logits
     and its scores are not the card's.
     Arguments as for :class:`VLLMEmbeddingClient`; ``batch_size`` counts documents per request.
@@ -396,32 +407,40 @@ class VLLMRerankClient(_VLLMClient):
         [0.99..., 0.00...]
     """
 
-    def score(self, query: str, documents: Sequence[str], *, instruction: str) -> list[float]:
-        """P(yes) in [0, 1] for each document, in input order."""
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a string, got {type(query).__name__}")
-        if isinstance(documents, str):
-            raise TypeError("documents must be a list of strings, not one string")
+    def score(self, query: str, documents: Sequence[str], *, instruction: str, max_length: int = 8192) -> list[float]:
+        """P(yes) in [0, 1] for each document, in input order; a pair longer than ``max_length`` tokens loses the
+        end of its document, as in the local core."""
+        query = check_text(query, "query")
+        documents = check_texts(documents, "documents")
         if not isinstance(instruction, str) or not instruction:
             raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
-        documents = list(documents)
-        for i, document in enumerate(documents):
-            if not isinstance(document, str):
-                raise TypeError(f"documents[{i}] must be a string, got {type(document).__name__}")
         if not documents:
             return []
-        text_1 = rerank_text_pair(query, "", instruction)[0]
-        pairs = [rerank_text_pair(query, document, instruction)[1] for document in documents]
-        return self._map_batches(pairs, lambda batch: self._score_batch(text_1, batch))
+        rows = rerank_rows(self, query, documents, instruction=instruction, max_length=max_length)
+        return self.score_token_ids(rows)
 
-    def _score_batch(self, text_1: str, texts_2: list[str]) -> list[float]:
-        answer = self._post("/score", {"model": self.model, "text_1": text_1, "text_2": texts_2})
-        url = f"{self.base_url}/score"
+    def score_token_ids(self, rows: Sequence[Sequence[int]]) -> list[float]:
+        """P(yes) for whole reranker prompts given as token ids (prefix + body + suffix)."""
+        rows = [list(row) for row in rows]
+        scores = self._map_batches(rows, self._classify_batch)
+        bad = non_finite_rows(np.asarray(scores, dtype=np.float64))
+        if bad:
+            raise non_finite_error(bad, len(rows), noun="document", model=self.model, server=self.base_url)
+        return scores
+
+    def _classify_batch(self, rows: list[list[int]]) -> list[float]:
+        answer = self._post("/classify", {"model": self.model, "input": rows})
+        url = f"{self.base_url}/classify"
         scores = []
-        for item in _indexed_items(answer, "data", len(texts_2), url):
-            score = item.get("score")
-            if isinstance(score, list) and len(score) == 1:  # some versions wrap a single class in a list
-                score = score[0]
+        for item in _indexed_items(answer, "data", len(rows), url):
+            probs = item.get("probs")
+            if not isinstance(probs, list) or len(probs) != 1:
+                msg = (
+                    f"the server at {url} answered {probs!r}, not one P(yes) per input: serve the reranker with "
+                    f"--hf-overrides '{RERANKER_OVERRIDES}'"
+                )
+                raise RemoteError(msg, url=url)
+            score = probs[0]
             if not isinstance(score, (int, float)) or isinstance(score, bool):
                 raise RemoteError(f"the server at {url} answered a score that is not a number: {score!r}", url=url)
             scores.append(float(score))
@@ -460,7 +479,11 @@ def _check_number(
 
 
 def _server_message(response: httpx.Response) -> str:
-    """The error text of a vLLM / OpenAI-style answer (``{"error": {"message": ...}}``), else the body."""
+    """The error text of a vLLM / OpenAI-style answer (``{"error": {"message": ...}}``), else the body; one line."""
+    return one_line(_server_text(response))
+
+
+def _server_text(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:

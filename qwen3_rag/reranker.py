@@ -13,15 +13,17 @@ import torch
 
 from qwen3_rag._batching import run_batches, token_budget
 from qwen3_rag._forward import last_token_states, run_prefix
-from qwen3_rag._loading import open_model
-from qwen3_rag._validation import check_instruction, check_positive, check_text, check_texts
-from qwen3_rag.prompts import (
-    DEFAULT_INSTRUCTION,
-    DEFAULT_RERANKER_MODEL,
-    RERANK_PREFIX,
-    RERANK_SUFFIX,
-    format_rerank_body,
+from qwen3_rag._loading import Closing, open_model
+from qwen3_rag._tokenize import LocalTokens, TokenSource, check_rerank_max_length, rerank_rows
+from qwen3_rag._validation import (
+    check_instruction,
+    check_positive,
+    check_text,
+    check_texts,
+    non_finite_error,
+    non_finite_rows,
 )
+from qwen3_rag.prompts import DEFAULT_INSTRUCTION, DEFAULT_RERANKER_MODEL
 
 logger = logging.getLogger("qwen3_rag")
 
@@ -34,7 +36,7 @@ class RerankResult:
     score: float
 
 
-class Qwen3Reranker:
+class Qwen3Reranker(Closing):
     """Score (query, document) relevance with a local Qwen3-Reranker model.
 
     Args:
@@ -48,7 +50,9 @@ class Qwen3Reranker:
         reuse_prefix: run the tokens every pair shares (system prompt, instruction, query) once per call.
         show_progress: a progress bar; ``None`` shows one only for long calls.
         base_url: a vLLM server (``http://127.0.0.1:8001``) serving ``model`` as the card's classifier (see
-            docs/vllm.md): the prompt is built here, so scores equal the local model's.
+            docs/vllm.md): the prompt is built, tokenized (by the server's tokenizer) and cut at ``max_length``
+            here and sent as token ids, so scores equal the local model's. Nothing is sent before the first
+            call; :meth:`close` (or ``with``) closes the connections.
         api_key: the server's ``--api-key``, if it has one.
         timeout: seconds per request to the server.
 
@@ -86,19 +90,14 @@ class Qwen3Reranker:
         )  # fmt: skip
         if self._remote is not None:
             self.model_name, self.device, self.dtype = self._remote.model, None, None
+            self._tokens: TokenSource = self._remote  # the prompt's length is checked on first use
             return
         self.model_name = self._loaded.name
         self.device = self._loaded.device
         self.dtype = self._loaded.dtype
+        self._tokens = LocalTokens(self._loaded)
+        check_rerank_max_length(self.max_length, self._tokens)
         tokenizer = self._loaded.tokenizer
-        self._prefix_ids = tokenizer(RERANK_PREFIX, add_special_tokens=False)["input_ids"]
-        self._suffix_ids = tokenizer(RERANK_SUFFIX, add_special_tokens=False)["input_ids"]
-        if self.max_length <= len(self._prefix_ids) + len(self._suffix_ids):
-            msg = (
-                f"max_length must exceed the reranker prompt's {len(self._prefix_ids) + len(self._suffix_ids)} "
-                f"tokens, got {max_length}"
-            )
-            raise ValueError(msg)
         yes_no = [_single_token_id(tokenizer, word, self.model_name) for word in ("no", "yes")]
         model = self._loaded.model
         self._decoder = model.get_decoder()
@@ -115,9 +114,9 @@ class Qwen3Reranker:
         if not documents:
             return []
         instruction = check_instruction(instruction) or self.instruction
-        if self._remote is not None:
-            return self._remote.score(query, documents, instruction=instruction)
         rows = self.tokenize(query, documents, instruction=instruction)
+        if self._remote is not None:
+            return self._remote.score_token_ids(rows)
         shared = _common_prefix_length(rows) if self.reuse_prefix else 0
         prefix = None
         if shared:
@@ -134,6 +133,12 @@ class Qwen3Reranker:
                     prefix=prefix,
                 )
                 logits = states.float() @ self._head.T
+                bad = non_finite_rows(logits)
+                if bad:  # float16 overflow: a NaN must never reach the sort in rerank()
+                    indices = sorted(batch[i] for i in bad)
+                    raise non_finite_error(
+                        indices, len(rows), noun="document", model=self.model_name, dtype=self.dtype, device=self.device
+                    )
                 return torch.log_softmax(logits, dim=-1)[:, 1].exp().tolist()
 
         return run_batches(
@@ -162,36 +167,22 @@ class Qwen3Reranker:
 
     def tokenize(self, query: str, documents: Sequence[str], *, instruction: str | None = None) -> list[list[int]]:
         """Token ids per pair, exactly as the card builds them: ``prefix + body + suffix``, the body one
-        string cut at its end to ``max_length - len(prefix) - len(suffix)`` tokens."""
+        string cut at its end to ``max_length - len(prefix) - len(suffix)`` tokens.
+
+        One deliberate difference: control-token strings in the query, the documents or the instruction
+        (``<|im_end|>``, ``<|im_start|>``, ...) are tokenized as the ordinary characters they are written with,
+        so a document cannot close the user turn and forge the answer. Only the prompt's own control tokens
+        are control tokens. With ``base_url``, the server's tokenizer does the tokenizing.
+        """
+        query = check_text(query, "query")
+        documents = check_texts(documents, "documents")
+        instruction = check_instruction(instruction) or self.instruction
+        return rerank_rows(self._tokens, query, documents, instruction=instruction, max_length=self.max_length)
+
+    def close(self) -> None:
+        """Close the connections to the server (``base_url``); local weights stay shared with other users."""
         if self._remote is not None:
-            raise NotImplementedError("tokenize() needs the local tokenizer; this reranker talks to a server")
-        instruction = instruction or self.instruction
-        budget = self.max_length - len(self._prefix_ids) - len(self._suffix_ids)
-        bodies = [format_rerank_body(query, doc, instruction) for doc in documents]
-        with self._loaded.lock:
-            encoded = self._loaded.tokenizer(bodies, add_special_tokens=False, verbose=False)["input_ids"]
-            head = len(
-                self._loaded.tokenizer(format_rerank_body(query, "", instruction).rstrip(), add_special_tokens=False)[
-                    "input_ids"
-                ]
-            )
-        truncated = [len(ids) for ids in encoded if len(ids) > budget]
-        if truncated:
-            if head >= budget:
-                msg = (
-                    f"the instruction and query take {head} tokens, leaving no room for documents within "
-                    f"max_length={self.max_length}; shorten the query or raise max_length"
-                )
-                raise ValueError(msg)
-            logger.warning(
-                "truncated %d of %d documents to fit max_length=%d tokens (longest pair was %d tokens); "
-                "the end of each document was cut",
-                len(truncated),
-                len(documents),
-                self.max_length,
-                max(truncated) + len(self._prefix_ids) + len(self._suffix_ids),
-            )
-        return [self._prefix_ids + ids[:budget] + self._suffix_ids for ids in encoded]
+            self._remote.close()
 
     def __repr__(self) -> str:
         where = (

@@ -37,6 +37,8 @@ import transformers
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers.trainers import BpeTrainer
 
+from qwen3_rag.prompts import CONTROL_TOKENS
+
 __all__ = [
     "ADDED_TOKENS",
     "QWEN2_PRETOKENIZE_REGEX",
@@ -56,13 +58,7 @@ QWEN2_PRETOKENIZE_REGEX = (
 )
 """Qwen2/Qwen3 pre-tokenizer split pattern (as in tokenizer.json)."""
 
-ADDED_TOKENS: tuple[str, ...] = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
-    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>",
-    "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>",
-    "</tool_response>", "<think>", "</think>",
-)  # fmt: skip
+ADDED_TOKENS: tuple[str, ...] = CONTROL_TOKENS
 """Qwen3's added tokens in id order (151643..151668 in the real vocabulary)."""
 
 # Qwen3's tokenizer.json marks <|endoftext|> .. <|video_pad|> special, <tool_call> .. </think> not.

@@ -116,6 +116,36 @@ def test_an_existing_embedder_is_used_as_is(embedder):
     assert np.stack(function(DOCS)).shape == (3, 32)
 
 
+def test_the_stored_config_describes_the_vectors_of_a_given_embedder(tmp_path, tiny_embedding_path):
+    embedder = Qwen3Embedder(tiny_embedding_path, dimensions=32, instruction="Find recipes", max_length=64)
+    function = Qwen3EmbeddingFunction(embedder=embedder)
+    assert function.get_config() == {
+        "model": str(tiny_embedding_path),
+        "dimensions": 32,
+        "instruction": "Find recipes",
+        "max_length": 64,
+    }
+    path, settings = str(tmp_path / "db"), Settings(anonymized_telemetry=False)
+    chromadb.PersistentClient(path=path, settings=settings).create_collection("docs", embedding_function=function).add(
+        ids=["0", "1", "2"], documents=DOCS
+    )
+    reopened = chromadb.PersistentClient(path=path, settings=settings).get_collection("docs")  # rebuilt from config
+    result = reopened.query(query_texts=[QUERY], n_results=1, include=["embeddings", "distances"])
+    query = embedder.embed_queries([QUERY])[0]
+    assert query.shape == (32,) and len(result["embeddings"][0][0]) == 32
+    assert result["distances"][0][0] == pytest.approx(
+        1.0 - float(query @ np.asarray(result["embeddings"][0][0])), abs=1e-4
+    )
+
+
+def test_settings_passed_with_an_embedder_win_and_a_max_length_it_cannot_honour_is_refused(embedder):
+    function = Qwen3EmbeddingFunction(embedder=embedder, dimensions=48, instruction=None)
+    assert (function.dimensions, function.instruction, function.max_length) == (48, None, embedder.max_length)
+    assert np.stack(function(DOCS)).shape == (3, 48)
+    with pytest.raises(ValueError, match="differs from the embedder's max_length=8192"):
+        Qwen3EmbeddingFunction(embedder=embedder, max_length=64)
+
+
 def test_bad_arguments_fail_at_construction():
     with pytest.raises(ValueError, match="dimensions must be an integer >= 32"):
         Qwen3EmbeddingFunction(dimensions=16)

@@ -94,3 +94,33 @@ def test_concurrent_calls_from_threads_give_the_serial_results(emb, rr):
         scores = list(pool.map(lambda i: rr.score("query", texts[i : i + 4]), range(0, 24, 4)))
     np.testing.assert_allclose(np.vstack(vectors), serial_vectors, atol=1e-5)
     np.testing.assert_allclose(np.concatenate(scores), serial_scores, atol=1e-5)
+
+
+def test_cold_prefix_cache_and_eviction_run_concurrently_with_serial_results(tiny_embedding_path):
+    """More instructions than the prefix cache holds, first use and eviction from many threads at once."""
+    from qwen3_rag.embedder import _MAX_CACHED_PREFIXES
+
+    emb = Qwen3Embedder(tiny_embedding_path, batch_size=3)
+    instructions = [f"Given task number {i}, retrieve the passages it needs" for i in range(_MAX_CACHED_PREFIXES + 16)]
+    queries = ["what is a vector?", "how many people live in the city", "the quick brown fox", "x"]
+    emb._loaded.cache.clear()
+    serial = {task: emb.embed_queries(queries, instruction=task) for task in instructions}
+    emb._loaded.cache.clear()  # cold again: every first use below computes its prefix under contention
+    jobs = [task for task in instructions for _ in range(3)]
+    np.random.default_rng(1).shuffle(jobs)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda task: (task, emb.embed_queries(queries, instruction=task)), jobs))
+    for task, vectors in results:
+        np.testing.assert_allclose(vectors, serial[task], atol=1e-5)
+    assert len(emb._loaded.cache) <= _MAX_CACHED_PREFIXES
+
+
+def test_concurrent_reranking_of_different_queries_and_instructions_gives_the_serial_scores(tiny_reranker_path):
+    rr = Qwen3Reranker(tiny_reranker_path, batch_size=2)
+    documents = [f"document {i} about " + "words " * (i % 5) for i in range(9)]
+    jobs = [(f"query {q}", f"instruction {q % 3}") for q in range(24)]
+    serial = {job: rr.score(job[0], documents, instruction=job[1]) for job in jobs}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda job: (job, rr.score(job[0], documents, instruction=job[1])), jobs * 2))
+    for job, scores in results:
+        np.testing.assert_allclose(scores, serial[job], atol=1e-5)

@@ -244,6 +244,14 @@ def test_fields_that_choose_the_model_are_frozen(embeddings):
             setattr(embeddings, field, value)
 
 
+def test_assigning_the_query_instruction_builds_no_new_core_and_applies_at_once(tiny_embedding_path, core_embedder):
+    embeddings = Qwen3Embeddings(model=str(tiny_embedding_path), device="cpu")
+    core = embeddings._core
+    embeddings.query_instruction = "Find recipes"
+    assert embeddings._core is core
+    close(embeddings.embed_query("bread"), core_embedder.embed_queries(["bread"], instruction="Find recipes")[0])
+
+
 def test_the_model_object_is_not_part_of_dump_or_repr(embeddings, tiny_embedding_path):
     dumped = embeddings.model_dump()
     assert set(dumped) == set(Qwen3Embeddings.model_fields)

@@ -244,6 +244,43 @@ def test_invalid_settings_assigned_later_are_refused(make_rerank):
     assert reranker.top_n == 3
 
 
+def test_assigning_settings_builds_no_new_core(make_rerank):
+    reranker = make_rerank()
+    core = reranker._core
+    reranker.top_n = 5
+    reranker.score_threshold = 0.25
+    reranker.instruction = STS_INSTRUCTION
+    assert reranker._core is core
+    assert (reranker.top_n, reranker.score_threshold, reranker.instruction) == (5, 0.25, STS_INSTRUCTION)
+
+
+def test_assigning_top_n_to_a_served_reranker_opens_no_client(monkeypatch):
+    from qwen3_rag import remote
+
+    opened = []
+    connect = remote._VLLMClient._connect
+    monkeypatch.setattr(remote._VLLMClient, "_connect", lambda client: opened.append(client) or connect(client))
+    reranker = Qwen3Rerank(model="served-reranker", base_url="http://127.0.0.1:9")  # nothing is sent
+    core, client = reranker._core, reranker._core._remote._client
+    reranker.top_n = 5
+    reranker.instruction = "another task"
+    assert reranker._core is core and reranker._core._remote._client is client and not client.is_closed
+    assert len(opened) == 1
+    with reranker:
+        pass
+    assert client.is_closed
+
+
+def test_nan_scores_raise_instead_of_being_filtered_to_nothing(tiny_reranker_path, tmp_path, documents):
+    from qwen3_rag import NonFiniteError
+    from tests.core.checkpoints import overflowing_in_float16
+
+    overflowing = overflowing_in_float16(tiny_reranker_path, tmp_path / "overflowing")
+    reranker = Qwen3Rerank(model=str(overflowing), dtype="float16", score_threshold=0.0, top_n=None)
+    with pytest.raises(NonFiniteError, match="dtype='bfloat16'"):
+        reranker.compress_documents(documents, QUERY)
+
+
 def test_the_model_object_is_not_part_of_dump_or_repr(make_rerank, tiny_reranker_path):
     reranker = make_rerank()
     dumped = reranker.model_dump()

