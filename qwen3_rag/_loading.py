@@ -16,19 +16,10 @@ import transformers
 from packaging.version import Version
 
 from qwen3_rag._cpu_linear import pack_linear_layers
+from qwen3_rag._precision import resolve_precision
+from qwen3_rag._quantize import quantize_model
 
 logger = logging.getLogger("qwen3_rag")
-
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-}
 
 
 class ModelLoadError(OSError):
@@ -52,19 +43,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``None``: bfloat16 on CUDA (float32 on cards without bf16), float32 elsewhere; float16 only when asked."""
-    if dtype is None:
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        if dtype not in _DTYPES.values():
-            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
-        return dtype
-    if isinstance(dtype, str) and dtype.lower().removeprefix("torch.") in _DTYPES:
-        return _DTYPES[dtype.lower().removeprefix("torch.")]
-    msg = f"dtype must be one of 'float32', 'bfloat16', 'float16' (or a torch.dtype), got {dtype!r}"
-    raise ValueError(msg)
+    """The compute dtype for ``dtype`` on ``device`` (``"int8"`` computes in float32); see ``_precision``."""
+    return resolve_precision(dtype, device).dtype
 
 
 def attention_implementation(device: torch.device) -> str:
@@ -84,6 +64,8 @@ class LoadedModel:
     tokenizer: Any
     device: torch.device
     dtype: torch.dtype
+    quantization: str | None = None
+    """``"int8"`` for the int8 CPU mode (``dtype`` is then its float32 compute dtype), else ``None``."""
     lock: threading.RLock = field(default_factory=threading.RLock)
     cache: dict = field(default_factory=dict)
     """Per-model derived state (e.g. instruction-prefix key/values), guarded by ``lock``."""
@@ -93,7 +75,12 @@ class LoadedModel:
 
     def __reduce__(self):
         # Pickled as its recipe: unpickling loads the model again (or reuses it in the same process).
-        return _reload, (self.name, self.kind, str(self.device), str(self.dtype).removeprefix("torch."))
+        return _reload, (
+            self.name,
+            self.kind,
+            str(self.device),
+            self.quantization or str(self.dtype).removeprefix("torch."),
+        )
 
 
 def _reload(name: str, kind: str, device: str, dtype: str) -> LoadedModel:
@@ -145,8 +132,9 @@ def load_model(
     local = Path(name).expanduser()
     source = str(local.resolve()) if local.exists() else name
     torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
-    key = (kind, source, str(torch_device), torch_dtype)
+    precision = resolve_precision(dtype, torch_device)
+    torch_dtype = precision.dtype
+    key = (kind, source, str(torch_device), torch_dtype, precision.quantization)
     with _REGISTRY_LOCK:
         loaded = _REGISTRY.get(key)
         if loaded is not None:
@@ -176,15 +164,17 @@ def load_model(
         if getattr(model.config, "model_type", None) not in {"qwen3", "qwen2"}:
             logger.warning("%s is a %r model, not Qwen3: the Qwen3 recipe may not apply", name, model.config.model_type)
         model.to(torch_device).eval()
-        packed = pack_linear_layers(model, torch_device, torch_dtype)
+        if precision.quantization:
+            layers = f", {quantize_model(model)} linear layers in int8"
+        else:
+            packed = pack_linear_layers(model, torch_device, torch_dtype)
+            layers = f", {packed} linear layers packed for oneDNN" if packed else ""
         loaded = LoadedModel(
-            name=name, kind=kind, model=model, tokenizer=tokenizer, device=torch_device, dtype=torch_dtype
-        )
-        _REGISTRY[key] = loaded
-        logger.info(
-            "loaded %s (%s) on %s in %s%s", name, kind, torch_device, torch_dtype,
-            f", {packed} linear layers packed for oneDNN" if packed else "",
+            name=name, kind=kind, model=model, tokenizer=tokenizer, device=torch_device, dtype=torch_dtype,
+            quantization=precision.quantization,
         )  # fmt: skip
+        _REGISTRY[key] = loaded
+        logger.info("loaded %s (%s) on %s in %s%s", name, kind, torch_device, precision.name, layers)
         return loaded
 
 

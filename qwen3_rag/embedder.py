@@ -30,7 +30,9 @@ class Qwen3Embedder:
     Args:
         model: Hub id (``Qwen/Qwen3-Embedding-0.6B``, ``-4B``, ``-8B``) or a local folder.
         device: ``None`` picks cuda > mps > cpu.
-        dtype: ``None`` picks bfloat16 on CUDA, float32 elsewhere; float16 only when asked.
+        dtype: ``None`` picks bfloat16 on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16), float32 on other
+            CPUs and MPS; ``"int8"`` is the CPU int8 mode (float32 compute, int8 linear layers; refused on GPUs);
+            float16 only when asked. ``.dtype`` is the compute dtype, ``.quantization`` ``"int8"`` or ``None``.
         dimensions: Matryoshka output size (32..hidden size) for every call; ``None`` keeps the full vector.
         instruction: the task for queries (``Instruct: {instruction}\\nQuery:{query}``); ``None``/``""`` for none.
         max_length: tokens per input, ``<|endoftext|>`` included; longer inputs are cut (and logged).
@@ -77,12 +79,13 @@ class Qwen3Embedder:
             batch_size=self.batch_size,
         )  # fmt: skip
         if self._remote is not None:
-            self.model_name, self.device, self.dtype = self._remote.model, None, None
+            self.model_name, self.device, self.dtype, self.quantization = self._remote.model, None, None, None
             self._dimensions = self._check_dimensions(dimensions)
             return
         self.model_name = self._loaded.name
         self.device = self._loaded.device
         self.dtype = self._loaded.dtype
+        self.quantization = self._loaded.quantization  # "int8", or None
         self._dimensions = self._check_dimensions(dimensions)
         tokenizer = self._loaded.tokenizer
         self._endoftext_id = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
@@ -207,7 +210,7 @@ class Qwen3Embedder:
         where = (
             f"base_url={self._remote.base_url!r}"
             if self._remote
-            else f"device={str(self.device)!r}, dtype={self.dtype}"
+            else f"device={str(self.device)!r}, dtype={self._loaded.quantization or self.dtype}"
         )
         return (
             f"{type(self).__name__}(model={self.model_name!r}, {where}, "
