@@ -160,11 +160,9 @@ def convert_gguf(checkpoint: Path, kind: str) -> dict[str, Path]:
     out.mkdir(exist_ok=True)
     # the converter recognises a Qwen3 reranker by its folder name: give it one, linked to the same files
     source = out / ("qwen3-reranker" if kind == "reranker" else "qwen3-embedding")
-    if not source.exists():
-        source.mkdir()
-        for f in checkpoint.iterdir():
-            if f.is_file():
-                os.link(f, source / f.name)
+    if source.exists():
+        shutil.rmtree(source)
+    shutil.copytree(checkpoint, source, copy_function=os.link, ignore=shutil.ignore_patterns("onnx", "gguf"))
     script = _converter()
     for outtype, path in files.items():
         if not path.is_file():
