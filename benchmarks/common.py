@@ -467,6 +467,8 @@ def machine() -> dict[str, object]:
                 "sentence-transformers",
                 "langchain-huggingface",
                 "llama-index-embeddings-huggingface",
+                "onnxruntime",
+                "llama-cpp-python",
             )
         },
         "git": _git_commit(),
