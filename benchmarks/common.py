@@ -38,6 +38,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 CACHE_DIR = Path(os.environ.get("QWEN3_RAG_BENCH_CACHE", BENCH_DIR / ".cache"))
 RESULTS_DIR = CACHE_DIR / "results"
+# The peer comparisons are float32's (every peer runs fp32); bench_precision.py compares the precisions explicitly.
+os.environ.setdefault("QWEN3_RAG_CPU_DTYPE", "float32")
 
 DEFAULT_LAYERS = 2
 SEED = 1234
@@ -465,6 +467,8 @@ def machine() -> dict[str, object]:
                 "sentence-transformers",
                 "langchain-huggingface",
                 "llama-index-embeddings-huggingface",
+                "onnxruntime",
+                "llama-cpp-python",
             )
         },
         "git": _git_commit(),

@@ -41,7 +41,8 @@ class Qwen3Embeddings(BaseModel, Embeddings, Closing):
         device: str | None
             ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"cpu"``; ``None`` picks cuda > mps > cpu.
         dtype: str | None
-            ``"bfloat16"``, ``"float32"``, ``"float16"``; ``None`` is bfloat16 on CUDA, float32 elsewhere.
+            ``"bfloat16"``, ``"float32"``, ``"float16"``, ``"int8"`` (CPU only); ``None`` is bfloat16 on CUDA and
+            on CPUs with native bf16, float32 elsewhere.
         batch_size: int
             Texts per forward pass.
         max_length: int
@@ -107,7 +108,8 @@ class Qwen3Embeddings(BaseModel, Embeddings, Closing):
     device: str | None = Field(default=None, frozen=True)
     """Torch device (``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"cpu"``); ``None`` picks cuda > mps > cpu."""
     dtype: str | None = Field(default=None, frozen=True)
-    """``"bfloat16"``, ``"float32"`` or ``"float16"``; ``None`` is bfloat16 on CUDA and float32 elsewhere."""
+    """``"bfloat16"``, ``"float32"``, ``"float16"`` or ``"int8"`` (the CPU int8 mode; refused on GPUs); ``None`` is
+    bfloat16 on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16), float32 elsewhere."""
     batch_size: int = Field(default=32, frozen=True)
     """Texts per forward pass."""
     max_length: int = Field(default=8192, frozen=True)

@@ -60,7 +60,8 @@ class Qwen3Rerank(BaseDocumentCompressor, Closing):
         device: str | None
             ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"cpu"``; ``None`` picks cuda > mps > cpu.
         dtype: str | None
-            ``"bfloat16"``, ``"float32"``, ``"float16"``; ``None`` is bfloat16 on CUDA, float32 elsewhere.
+            ``"bfloat16"``, ``"float32"``, ``"float16"``, ``"int8"`` (CPU only); ``None`` is bfloat16 on CUDA and
+            on CPUs with native bf16, float32 elsewhere.
         batch_size: int
             (query, document) pairs per forward pass.
         max_length: int
@@ -142,7 +143,8 @@ class Qwen3Rerank(BaseDocumentCompressor, Closing):
     device: str | None = Field(default=None, frozen=True)
     """Torch device (``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"cpu"``); ``None`` picks cuda > mps > cpu."""
     dtype: str | None = Field(default=None, frozen=True)
-    """``"bfloat16"``, ``"float32"`` or ``"float16"``; ``None`` is bfloat16 on CUDA and float32 elsewhere."""
+    """``"bfloat16"``, ``"float32"``, ``"float16"`` or ``"int8"`` (the CPU int8 mode; refused on GPUs); ``None`` is
+    bfloat16 on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16), float32 elsewhere."""
     batch_size: int = Field(default=16, frozen=True)
     """(query, document) pairs per forward pass."""
     max_length: int = Field(default=8192, frozen=True)

@@ -30,7 +30,8 @@ class Qwen3Embedding(BaseEmbedding, Closing):
         dimensions: Matryoshka size (32..hidden size); ``None`` keeps the full vector.
         query_instruction: the task put before every query as ``Instruct: {task}\\nQuery:{query}``;
             ``None`` or ``""`` embeds queries bare (symmetric tasks). Documents never get one.
-        device / dtype: ``None`` picks cuda > mps > cpu and bfloat16 on CUDA, float32 elsewhere.
+        device / dtype: ``None`` picks cuda > mps > cpu, and bfloat16 on CUDA and on CPUs with native bf16, float32
+            elsewhere; ``dtype="int8"`` is the CPU int8 mode (refused on GPUs).
         embed_batch_size: texts handed to the model per call. LlamaIndex cuts every
             ``get_text_embedding_batch`` (and so every ingestion run) into chunks of this many texts before
             the model sees them, and the core can only sort by token length -- the thing that keeps padding
@@ -91,7 +92,8 @@ class Qwen3Embedding(BaseEmbedding, Closing):
     )
     dtype: str | None = Field(
         default=None,
-        description="'float32', 'bfloat16' or 'float16'; None: bfloat16 on CUDA, float32 elsewhere.",
+        description="'float32', 'bfloat16', 'float16' or 'int8' (CPU only); None: bfloat16 on CUDA and on CPUs "
+        "with native bf16 (AMX / AVX512-BF16), float32 elsewhere.",
         frozen=True,
     )
     max_length: int = Field(

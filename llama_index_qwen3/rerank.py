@@ -35,7 +35,8 @@ class Qwen3Rerank(BaseNodePostprocessor, Closing):
         instruction: the ``<Instruct>:`` task; ``None`` is the card's web-search default.
         keep_retrieval_score: copy each node's retrieval score into the returned node's metadata
             (``retrieval_score``, hidden from the embedding and LLM text).
-        device / dtype: ``None`` picks cuda > mps > cpu and bfloat16 on CUDA, float32 elsewhere.
+        device / dtype: ``None`` picks cuda > mps > cpu, and bfloat16 on CUDA and on CPUs with native bf16, float32
+            elsewhere; ``dtype="int8"`` is the CPU int8 mode (refused on GPUs).
         max_length: tokens per (query, document) pair, prompt included; a longer document loses its end.
 
     Instantiate:
@@ -78,7 +79,8 @@ class Qwen3Rerank(BaseNodePostprocessor, Closing):
     )
     dtype: str | None = Field(
         default=None,
-        description="'float32', 'bfloat16' or 'float16'; None: bfloat16 on CUDA, float32 elsewhere.",
+        description="'float32', 'bfloat16', 'float16' or 'int8' (CPU only); None: bfloat16 on CUDA and on CPUs "
+        "with native bf16 (AMX / AVX512-BF16), float32 elsewhere.",
         frozen=True,
     )
     max_length: int = Field(

@@ -16,31 +16,23 @@ import transformers
 from packaging.version import Version
 
 from qwen3_rag._cpu_linear import pack_linear_layers
+from qwen3_rag._precision import Precision, resolve_precision
+from qwen3_rag._quantize import quantize_model
 from qwen3_rag._validation import check_model_name, one_line
 
 logger = logging.getLogger("qwen3_rag")
-
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-}
 
 
 class ModelLoadError(OSError):
     """The model could not be found or loaded; the message says what was looked for and what to do."""
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
+def resolve_device(device: str | torch.device | None, *, check: bool = True) -> torch.device:
     """``None`` picks cuda > mps > cpu; an explicit device always wins, and must exist on this machine.
 
     Checked before any weights load: ``"cuda"`` without a CUDA GPU (or a CPU build of torch), ``"cuda:3"`` with
-    two GPUs, ``"mps"`` off Apple silicon are each a ``ValueError`` naming the device and what is available.
+    two GPUs, ``"mps"`` off Apple silicon are each a ``ValueError`` naming the device and what is available
+    (``check=False`` parses only; :func:`check_available` checks later).
     """
     if device is None:
         if torch.cuda.is_available():
@@ -54,7 +46,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     except (RuntimeError, TypeError) as exc:
         msg = f"device must be a torch device such as 'cpu', 'cuda', 'cuda:1' or 'mps', got {device!r}"
         raise ValueError(msg) from exc
-    _check_available(resolved, device)
+    if check:
+        check_available(resolved, device)
     return resolved
 
 
@@ -72,7 +65,8 @@ def available_devices() -> list[str]:
     return devices
 
 
-def _check_available(device: torch.device, asked: object) -> None:
+def check_available(device: torch.device, asked: object) -> None:
+    """A ``ValueError`` naming the device and what is available, unless ``device`` exists on this machine."""
     if device.type == "cpu":
         return
     problem = None
@@ -115,19 +109,8 @@ def canonical_device(device: torch.device) -> str:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``None``: bfloat16 on CUDA (float32 on cards without bf16), float32 elsewhere; float16 only when asked."""
-    if dtype is None:
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        if dtype not in _DTYPES.values():
-            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
-        return dtype
-    if isinstance(dtype, str) and dtype.lower().removeprefix("torch.") in _DTYPES:
-        return _DTYPES[dtype.lower().removeprefix("torch.")]
-    msg = f"dtype must be one of 'float32', 'bfloat16', 'float16' (or a torch.dtype), got {dtype!r}"
-    raise ValueError(msg)
+    """The compute dtype for ``dtype`` on ``device`` (``"int8"`` computes in float32); see ``_precision``."""
+    return resolve_precision(dtype, device).dtype
 
 
 def attention_implementation(device: torch.device) -> str:
@@ -147,6 +130,8 @@ class LoadedModel:
     tokenizer: Any
     device: torch.device
     dtype: torch.dtype
+    quantization: str | None = None
+    """``"int8"`` for the int8 CPU mode (``dtype`` is then its float32 compute dtype), else ``None``."""
     lock: threading.RLock = field(default_factory=threading.RLock)
     cache: dict = field(default_factory=dict)
     """Per-model derived state (e.g. instruction-prefix key/values), guarded by ``lock``."""
@@ -156,7 +141,12 @@ class LoadedModel:
 
     def __reduce__(self):
         # Pickled as its recipe: unpickling loads the model again (or reuses it in the same process).
-        return _reload, (self.name, self.kind, str(self.device), str(self.dtype).removeprefix("torch."))
+        return _reload, (
+            self.name,
+            self.kind,
+            str(self.device),
+            self.quantization or str(self.dtype).removeprefix("torch."),
+        )
 
 
 def _reload(name: str, kind: str, device: str, dtype: str) -> LoadedModel:
@@ -178,9 +168,10 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
 
 
-def _registry_key(kind: str, source: str, device: torch.device, dtype: torch.dtype) -> tuple:
-    """What makes two loads the same object: the checkpoint, what it is loaded as, where and in which dtype."""
-    return (kind, source, canonical_device(device), dtype)
+def _registry_key(kind: str, source: str, device: torch.device, precision: Precision) -> tuple:
+    """What makes two loads the same object: the checkpoint, what it is loaded as, where, in which dtype and
+    quantization."""
+    return (kind, source, canonical_device(device), precision.dtype, precision.quantization)
 
 
 def _looks_like_path(name: str) -> bool:
@@ -255,10 +246,11 @@ def load_model(
     ``trust_remote_code``; weights load from safetensors only.
     """
     name = check_model_name(name)
-    torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
+    torch_device = resolve_device(device, check=False)
+    precision = resolve_precision(dtype, torch_device)  # dtype='int8' on a GPU is wrong on any machine: said first
+    check_available(torch_device, device)
     source, local = _locate(name)
-    key = _registry_key(kind, source, torch_device, torch_dtype)
+    key = _registry_key(kind, source, torch_device, precision)
     with _REGISTRY_LOCK:
         loaded = _REGISTRY.get(key)
         if loaded is not None:
@@ -268,17 +260,18 @@ def load_model(
         with _REGISTRY_LOCK:
             loaded = _REGISTRY.get(key)
         if loaded is None:
-            loaded = _load(name, source, local, kind=kind, device=torch_device, dtype=torch_dtype)
+            loaded = _load(name, source, local, kind=kind, device=torch_device, precision=precision)
             with _REGISTRY_LOCK:
                 _REGISTRY[key] = loaded
         return loaded
 
 
-def _load(name: str, source: str, local: bool, *, kind: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+def _load(name: str, source: str, local: bool, *, kind: str, device: torch.device, precision: Precision) -> LoadedModel:
     from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    dtype = precision.dtype
     kwargs: dict[str, Any] = {"trust_remote_code": False}
     if _offline() or local:
         kwargs["local_files_only"] = True
@@ -319,12 +312,16 @@ def _load(name: str, source: str, local: bool, *, kind: str, device: torch.devic
         if bars:
             hf_logging.enable_progress_bar()
     model.to(device).eval()
-    packed = pack_linear_layers(model, device, dtype)
-    loaded = LoadedModel(name=name, kind=kind, model=model, tokenizer=tokenizer, device=device, dtype=dtype)
-    logger.info(
-        "loaded %s (%s) on %s in %s%s", name, kind, device, dtype,
-        f", {packed} linear layers packed for oneDNN" if packed else "",
+    if precision.quantization:
+        layers = f", {quantize_model(model)} linear layers in int8"
+    else:
+        packed = pack_linear_layers(model, device, dtype)
+        layers = f", {packed} linear layers packed for oneDNN" if packed else ""
+    loaded = LoadedModel(
+        name=name, kind=kind, model=model, tokenizer=tokenizer, device=device, dtype=dtype,
+        quantization=precision.quantization,
     )  # fmt: skip
+    logger.info("loaded %s (%s) on %s in %s%s", name, kind, device, precision.name, layers)
     return loaded
 
 

@@ -56,7 +56,8 @@ class Qwen3EmbeddingFunction(EmbeddingFunction[Documents]):
         dimensions: Matryoshka size (32..hidden size); ``None`` keeps the full vector.
         instruction: the task for queries; ``None`` or ``""`` embeds queries without one.
         device: ``None`` picks cuda > mps > cpu. Not saved in the collection's configuration.
-        dtype: ``None`` picks bfloat16 on CUDA, float32 elsewhere. Not saved either.
+        dtype: ``None`` picks bfloat16 on CUDA and on CPUs with native bf16, float32 elsewhere; ``"int8"`` is the
+            CPU int8 mode (refused on GPUs). Not saved either.
         max_length: tokens per input, ``<|endoftext|>`` included.
         batch_size: inputs per forward pass.
         embedder: an existing :class:`~qwen3_rag.Qwen3Embedder` to use instead of loading ``model``. Its

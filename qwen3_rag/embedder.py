@@ -38,7 +38,9 @@ class Qwen3Embedder(Closing):
     Args:
         model: Hub id (``Qwen/Qwen3-Embedding-0.6B``, ``-4B``, ``-8B``) or a local folder.
         device: ``None`` picks cuda > mps > cpu.
-        dtype: ``None`` picks bfloat16 on CUDA, float32 elsewhere; float16 only when asked.
+        dtype: ``None`` picks bfloat16 on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16), float32 on other
+            CPUs and MPS; ``"int8"`` is the CPU int8 mode (float32 compute, int8 linear layers; refused on GPUs);
+            float16 only when asked. ``.dtype`` is the compute dtype, ``.quantization`` ``"int8"`` or ``None``.
         dimensions: Matryoshka output size (32..hidden size) for every call; ``None`` keeps the full vector.
         instruction: the task for queries (``Instruct: {instruction}\\nQuery:{query}``); ``None``/``""`` for none.
         max_length: tokens per input, ``<|endoftext|>`` included; longer inputs are cut (and logged).
@@ -88,7 +90,7 @@ class Qwen3Embedder(Closing):
         )  # fmt: skip
         self._endoftext: int | None = None
         if self._remote is not None:
-            self.model_name, self.device, self.dtype = self._remote.model, None, None
+            self.model_name, self.device, self.dtype, self.quantization = self._remote.model, None, None, None
             self._tokens: TokenSource = self._remote
             # The server's hidden size is asked on first use, not here: construction sends nothing.
             self._dimensions = check_dimensions(dimensions, model=self.model_name)
@@ -96,6 +98,7 @@ class Qwen3Embedder(Closing):
         self.model_name = self._loaded.name
         self.device = self._loaded.device
         self.dtype = self._loaded.dtype
+        self.quantization = self._loaded.quantization  # "int8", or None
         self._tokens = LocalTokens(self._loaded)
         self._dimensions = self._check_dimensions(dimensions)
         self._endoftext = self._find_endoftext_id()  # a tokenizer without it is refused here, not on first use
@@ -238,7 +241,7 @@ class Qwen3Embedder(Closing):
         where = (
             f"base_url={self._remote.base_url!r}"
             if self._remote
-            else f"device={str(self.device)!r}, dtype={self.dtype}"
+            else f"device={str(self.device)!r}, dtype={self._loaded.quantization or self.dtype}"
         )
         return (
             f"{type(self).__name__}(model={self.model_name!r}, {where}, "

@@ -42,7 +42,9 @@ class Qwen3Reranker(Closing):
     Args:
         model: Hub id (``Qwen/Qwen3-Reranker-0.6B``, ``-4B``, ``-8B``) or a local folder.
         device: ``None`` picks cuda > mps > cpu.
-        dtype: ``None`` picks bfloat16 on CUDA, float32 elsewhere; float16 only when asked.
+        dtype: ``None`` picks bfloat16 on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16), float32 on other
+            CPUs and MPS; ``"int8"`` is the CPU int8 mode (float32 compute, int8 linear layers; refused on GPUs);
+            float16 only when asked. ``.dtype`` is the compute dtype, ``.quantization`` ``"int8"`` or ``None``.
         instruction: the ``<Instruct>:`` task; ``None`` is the card's default.
         max_length: tokens per pair, prompt included; a longer document loses its end (logged).
         batch_size: pairs per forward pass.
@@ -89,12 +91,13 @@ class Qwen3Reranker(Closing):
             batch_size=self.batch_size,
         )  # fmt: skip
         if self._remote is not None:
-            self.model_name, self.device, self.dtype = self._remote.model, None, None
+            self.model_name, self.device, self.dtype, self.quantization = self._remote.model, None, None, None
             self._tokens: TokenSource = self._remote  # the prompt's length is checked on first use
             return
         self.model_name = self._loaded.name
         self.device = self._loaded.device
         self.dtype = self._loaded.dtype
+        self.quantization = self._loaded.quantization  # "int8", or None
         self._tokens = LocalTokens(self._loaded)
         check_rerank_max_length(self.max_length, self._tokens)
         tokenizer = self._loaded.tokenizer
@@ -188,7 +191,7 @@ class Qwen3Reranker(Closing):
         where = (
             f"base_url={self._remote.base_url!r}"
             if self._remote
-            else f"device={str(self.device)!r}, dtype={self.dtype}"
+            else f"device={str(self.device)!r}, dtype={self._loaded.quantization or self.dtype}"
         )
         return f"{type(self).__name__}(model={self.model_name!r}, {where}, max_length={self.max_length})"
 

@@ -10,6 +10,9 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# The suite's 1e-5 comparisons (card recipe, vLLM, adapters) are float32's: keep the CPU default there even on
+# CPUs whose default is bfloat16 (tests/core/test_precision.py covers that choice, with this switch unset).
+os.environ["QWEN3_RAG_CPU_DTYPE"] = "float32"
 
 from pathlib import Path
 

@@ -61,7 +61,7 @@ def test_explicit_device_and_dtype_win(monkeypatch):
     assert loading.resolve_dtype(torch.bfloat16, torch.device("cpu")) == torch.bfloat16
 
 
-@pytest.mark.parametrize(("arg", "value"), [("dtype", "int8"), ("dtype", torch.int64), ("device", "gpu7")])
+@pytest.mark.parametrize(("arg", "value"), [("dtype", "int4"), ("dtype", torch.int64), ("device", "gpu7")])
 def test_bad_device_or_dtype_names_the_argument(tiny_embedding_path, arg, value):
     with pytest.raises(ValueError, match=f"{arg} must be"):
         Qwen3Embedder(tiny_embedding_path, **{arg: value})

@@ -222,7 +222,7 @@ def test_a_misspelt_argument_is_an_error(tiny_embedding_path, misspelt):
         ({"dimensions": 65}, "dimensions must be an integer between 32 and 64"),
         ({"batch_size": 0}, "batch_size"),
         ({"max_length": 1}, "max_length"),
-        ({"dtype": "int8"}, "dtype"),
+        ({"dtype": "int4"}, "dtype"),
     ],
 )
 def test_invalid_settings_fail_at_construction(tiny_embedding_path, kwargs, message):

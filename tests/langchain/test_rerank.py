@@ -227,7 +227,7 @@ def test_a_misspelt_argument_is_an_error(make_rerank, misspelt):
         ({"score_threshold": 1.5}, "score_threshold"),
         ({"batch_size": 0}, "batch_size"),
         ({"max_length": 10}, "max_length"),
-        ({"dtype": "int8"}, "dtype"),
+        ({"dtype": "int4"}, "dtype"),
     ],
 )
 def test_invalid_settings_fail_at_construction(make_rerank, kwargs, message):

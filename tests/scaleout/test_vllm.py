@@ -309,6 +309,7 @@ def test_cli_search_through_servers_equals_local_search(
 
     for name in [n for n in os.environ if n.startswith("QWEN3_RAG_")]:
         monkeypatch.delenv(name)
+    monkeypatch.setenv("QWEN3_RAG_CPU_DTYPE", "float32")  # the servers compute in float32; so must the local side
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i, doc in enumerate(DOCUMENTS[:4]):

@@ -1,0 +1,196 @@
+"""The int8 CPU mode (``dtype="int8"``): every decoder linear layer in int8, weights once at load, activations
+per call.
+
+Weights: symmetric int8 per output channel (one scale per row of the weight), quantised once when the model
+loads; the float weight is dropped. Activations: asymmetric uint8 per token, computed on every call, so no
+calibration data is needed and a text's vector does not depend on the other texts in its batch. Everything
+else -- embedding lookup, RMSNorm, rotary, attention, pooling -- runs in float32; the token-embedding table
+(and the reranker's output head tied to it) is stored in bfloat16, whose rows it only gathers, and the
+reranker's two ``yes``/``no`` head rows are read from it in float, never in int8.
+
+Kernel: oneDNN's int8 matmul with a weight re-ordered once, ``torch.ops.onednn.qlinear_pointwise`` -- the op
+PyTorch's Inductor emits for int8 CPU models, with AMX-INT8 or VNNI where the CPU has them. It takes one
+activation scale per call, so each token is quantised here onto [0, 255] between its own min and max
+(``x ~= lo + step * xq``) and the product is corrected after: ``W x = step * (W xq) + lo * rowsum(W)``.
+PyTorch's older dynamic-quantisation kernel (``quantized::linear_dynamic``, FBGEMM) is not used: it needs the
+deprecated quantised tensor types, and it is no faster here (``benchmarks/bench_precision.py --linear``).
+
+CPUs without VNNI add pairs of u8 x s8 products in int16, which can saturate on full-range activations; a
+load-time probe feeds a saturating input and falls back to 7-bit activations (``[0, 127]``) where the 8-bit
+product comes out wrong. If the oneDNN op is missing or wrong on this build (probed against a float
+reference), the fallback is ``torch._int_mm`` (s8 x s8 -> int32) with symmetric per-token scales; if neither
+works, loading in int8 fails with a clear error.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+
+logger = logging.getLogger("qwen3_rag")
+
+_TINY = torch.finfo(torch.float32).tiny
+
+
+def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per output channel: ``(q, scale)`` with ``weight ~= q * scale[:, None]``, q in [-127, 127]."""
+    w = weight.detach().float()
+    scale = (w.abs().amax(dim=1) / 127).clamp_min(_TINY)
+    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q, scale
+
+
+class Int8Linear(torch.nn.Module):
+    """An inference-only ``nn.Linear`` with int8 weights (per output channel) and per-token uint8 activations,
+    through oneDNN's int8 matmul."""
+
+    def __init__(self, linear: torch.nn.Linear, *, levels: int = 255) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        q, scale = quantize_weight(linear.weight)
+        self.packed_weight = torch.ops.onednn.qlinear_prepack(q, None)
+        self.register_buffer("weight_scale", scale, persistent=False)
+        self.register_buffer("weight_zero", torch.zeros(self.out_features, dtype=torch.long), persistent=False)
+        # rowsum of the dequantised weight: undoes the per-token offset of the activations
+        self.register_buffer("row_sums", (q.float() * scale[:, None]).sum(dim=1), persistent=False)
+        bias = None if linear.bias is None else linear.bias.detach().float().clone()
+        self.register_buffer("bias", bias, persistent=False)
+        self.levels = levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features).float()
+        lo, hi = torch.aminmax(x2, dim=1, keepdim=True)
+        step = (hi - lo).div_(self.levels).clamp_min_(_TINY)
+        xq = (x2 - lo).div_(step).round_().to(torch.uint8)
+        y = torch.ops.onednn.qlinear_pointwise(
+            xq, 1.0, 0, self.packed_weight, self.weight_scale, self.weight_zero, None, 1.0, 0, torch.float32,
+            "none", [], "",
+        )  # fmt: skip
+        y = y.mul_(step).addcmul_(lo, self.row_sums)
+        if self.bias is not None:
+            y = y.add_(self.bias)
+        return y.reshape(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        bits = 8 if self.levels == 255 else 7
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"activation_bits={bits}"
+        )
+
+
+class IntMmLinear(torch.nn.Module):
+    """The fallback: int8 weights per output channel, symmetric int8 activations per token, ``torch._int_mm``."""
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        q, scale = quantize_weight(linear.weight)
+        self.register_buffer("weight_t", q.t().contiguous(), persistent=False)
+        self.register_buffer("scale", scale, persistent=False)
+        bias = None if linear.bias is None else linear.bias.detach().float().clone()
+        self.register_buffer("bias", bias, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features).float()
+        step = (x2.abs().amax(dim=1, keepdim=True) / 127).clamp_min_(_TINY)
+        xq = torch.round(x2 / step).clamp_(-127, 127).to(torch.int8)
+        y = torch._int_mm(xq, self.weight_t).float().mul_(step).mul_(self.scale)
+        if self.bias is not None:
+            y = y.add_(self.bias)
+        return y.reshape(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def _close(layer: torch.nn.Module, linear: torch.nn.Linear, x: torch.Tensor, tolerance: float) -> bool:
+    with torch.inference_mode():
+        q, scale = quantize_weight(linear.weight)
+        expected = torch.nn.functional.linear(x, q.float() * scale[:, None], linear.bias)
+        got = layer(x)
+    error = (got - expected).norm() / expected.norm().clamp_min(_TINY)
+    return got.shape == expected.shape and bool(torch.isfinite(got).all()) and float(error) <= tolerance
+
+
+def _probe_inputs() -> tuple[torch.nn.Linear, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(256, 64, bias=True)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(64, 256, generator=generator))
+        linear.weight[0] = 1.0  # every product of row 0 with a saturating input is 255 x 127
+        linear.bias.copy_(torch.randn(64, generator=generator))
+    ordinary = torch.randn(2, 7, 256, generator=generator)
+    saturating = torch.ones(3, 256)
+    saturating[:, 0] = -1.0  # spans [-1, 1]: every other value quantises to 255
+    return linear, ordinary, saturating
+
+
+@functools.cache
+def backend() -> tuple[str, int]:
+    """``("onednn", 255 or 127 levels)``, ``("int_mm", 255)`` or ``("none", 0)``: the int8 linear that computes
+    right on this machine, probed once per process."""
+    linear, ordinary, saturating = _probe_inputs()
+    if torch.backends.mkldnn.is_available():
+        for levels in (255, 127):
+            try:
+                layer = Int8Linear(linear, levels=levels)
+                if _close(layer, linear, ordinary, 0.02) and _close(layer, linear, saturating, 0.02):
+                    return "onednn", levels
+            except (RuntimeError, AttributeError, NotImplementedError) as exc:
+                logger.debug("oneDNN int8 linear unavailable: %s", exc)
+                break
+    try:
+        if _close(IntMmLinear(linear), linear, ordinary, 0.02):
+            return "int_mm", 255
+    except (RuntimeError, AttributeError, NotImplementedError) as exc:
+        logger.debug("torch._int_mm unavailable: %s", exc)
+    return "none", 0
+
+
+class Int8UnavailableError(RuntimeError):
+    """No int8 kernel of this PyTorch build computes correctly on this machine."""
+
+
+def make_int8_linear(linear: torch.nn.Linear) -> torch.nn.Module:
+    kind, levels = backend()
+    if kind == "onednn":
+        return Int8Linear(linear, levels=levels)
+    if kind == "int_mm":
+        return IntMmLinear(linear)
+    msg = (
+        "dtype='int8' needs PyTorch's int8 CPU kernels (oneDNN's qlinear or torch._int_mm), and neither "
+        f"works in this torch {torch.__version__} on this CPU; use dtype='bfloat16' or 'float32'"
+    )
+    raise Int8UnavailableError(msg)
+
+
+def quantize_model(model: torch.nn.Module) -> int:
+    """Put the int8 mode in place on a float32 CPU model; returns how many linear layers became int8.
+
+    Every ``nn.Linear`` except the output head becomes int8; the token-embedding table (shared with a tied
+    head) is kept in bfloat16 and its rows are returned as float32.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    targets = [
+        (parent, child_name, child)
+        for parent in model.modules()
+        for child_name, child in parent.named_children()
+        if type(child) is torch.nn.Linear and child is not head
+    ]
+    with torch.no_grad():
+        for parent, child_name, child in targets:
+            setattr(parent, child_name, make_int8_linear(child))
+        embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+        if isinstance(embeddings, torch.nn.Embedding) and embeddings.weight.dtype == torch.float32:
+            embeddings.weight.data = embeddings.weight.data.to(torch.bfloat16)  # a tied head shares the Parameter
+            embeddings.register_forward_hook(_as_float32)
+    return len(targets)
+
+
+def _as_float32(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    return output.float()
