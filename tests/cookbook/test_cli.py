@@ -147,21 +147,22 @@ def test_new_chunking_settings_rechunk_the_files(qwen3_rag, tmp_path, cli_env):
 
 def test_an_interrupted_run_keeps_written_files_and_resumes(qwen3_rag, corpus, cli_env, monkeypatch):
     written = []
-    original = indexing.write_file
+    original = indexing.write_group
 
-    def interrupt_on_second_file(collection, item, vectors, **kwargs):
+    def interrupt_on_second_group(collection, group, vectors, **kwargs):
         if written:
             raise KeyboardInterrupt
-        original(collection, item, vectors, **kwargs)
-        written.append(item.path.name)
+        original(collection, group, vectors, **kwargs)
+        written.extend(item.path.name for item in group)
 
-    monkeypatch.setattr(indexing, "write_file", interrupt_on_second_file)
+    monkeypatch.setattr(indexing, "GROUP_CHUNKS", 1)  # one file per group: it counts as done once stored
+    monkeypatch.setattr(indexing, "write_group", interrupt_on_second_group)
     stopped = qwen3_rag("index", corpus)
     assert stopped.code == 130
     assert "interrupted: 1 of 3 files were written and are kept" in stopped.err
     assert set(chunks_by_file(cli_env)) == set(written)
 
-    monkeypatch.setattr(indexing, "write_file", original)
+    monkeypatch.setattr(indexing, "write_group", original)
     calls = count_document_embeddings(monkeypatch)
     resumed = qwen3_rag("index", corpus)
     assert resumed.code == 0
@@ -263,7 +264,8 @@ def test_an_empty_folder_is_a_usage_error(qwen3_rag, tmp_path, cli_env):
     (tmp_path / "empty" / "data.json").write_text("{}")
     result = qwen3_rag("index", tmp_path / "empty")
     assert result.code == 2
-    assert "holds no files to index (looked for .htm, .html, .markdown, .md" in result.err
+    assert f"no files to index in {tmp_path / 'empty'} (looked for .adoc .asciidoc .docx .htm" in result.err
+    assert "and source code; see `qwen3-rag index --help`)" in result.err
     assert not cli_env.exists()
 
 
