@@ -81,7 +81,7 @@ def _index(opts: Resolved, console: Console, found: FoundFiles, db: str, access:
                 report=report,
                 progress=bar.update,
             )
-        removed = {} if args.no_prune else vanished(held, found, report)
+        removed = vanished(held, found, report, prune=not args.no_prune)
         total = sum(len(p.missing) for p in planned)
         console.status(
             f"{len(found.files)} files: {len(planned)} to index ({total} chunks), {len(report.unchanged)} unchanged, "
@@ -126,7 +126,8 @@ def _index(opts: Resolved, console: Console, found: FoundFiles, db: str, access:
     for path, note in report.notes:
         console.warn(f"{display_path(path)}: {note}")
     for source, ids in removed.items():
-        console.status(f"removed {display_path(source)} ({len(ids)} chunks): no longer in the folder")
+        why = "it holds no text now" if source in report.emptied else "no longer in the folder"
+        console.status(f"removed {display_path(source)} ({len(ids)} chunks): {why}")
     replaced = f", {report.replaced} of them replacing an older version" if report.replaced else ""
     reused = f"; {report.chunks_reused} vectors reused from identical files" if report.chunks_reused else ""
     console.status(
@@ -180,6 +181,8 @@ class IndexReport:
     notes: list[tuple[Path, str]] = field(default_factory=list)
     unreadable: set[str] = field(default_factory=set)
     """Sources of files that exist but could not be read this time: their chunks are kept."""
+    emptied: set[str] = field(default_factory=set)
+    """Sources of files that were read and hold no text now: their chunks are removed."""
     replaced: int = 0
     chunks_written: int = 0
     chunks_reused: int = 0
@@ -202,8 +205,7 @@ def plan(
             document = read_document(path)
         except SkippedFile as exc:
             report.skipped.append((path, str(exc)))
-            if not exc.stale:
-                report.unreadable.add(source)
+            (report.emptied if exc.stale else report.unreadable).add(source)
             progress(1)
             continue
         if source != path.as_posix():
@@ -252,19 +254,19 @@ def plan_file(
     return PlannedFile(path, source, document.title, version, chunks, metadatas, ids, missing, stale, reuse)
 
 
-def vanished(held: store.Held, found: FoundFiles, report: IndexReport) -> dict[str, list[str]]:
-    """The chunks of files that were under a folder given and are no longer there (or are no longer regular,
-    readable-or-not files): source -> ids. Files indexed from elsewhere are not touched."""
-    roots = [source_key(folder) for folder in found.folders]
-    prefixes = tuple(root if root.endswith("/") else root + "/" for root in roots)
-    if not prefixes:
-        return {}
+def vanished(held: store.Held, found: FoundFiles, report: IndexReport, *, prune: bool = True) -> dict[str, list[str]]:
+    """The chunks to remove, source -> ids: those of files that hold no text now, and (``prune``) those of files
+    that were under a folder given and are no longer there as regular files. A file that exists but could not be
+    read keeps its chunks; files indexed from elsewhere are not touched."""
+    removed = {source: held.ids[source] for source in sorted(report.emptied) if source in held.ids}
+    prefixes = tuple(key if key.endswith("/") else key + "/" for key in map(source_key, found.folders))
+    if not prune or not prefixes:
+        return removed
     present = {source_key(path) for path in found.files}
-    return {
-        source: ids
-        for source, ids in held.ids.items()
-        if source.startswith(prefixes) and source not in present and source not in report.unreadable
-    }
+    for source, ids in held.ids.items():
+        if source.startswith(prefixes) and source not in present and source not in report.unreadable:
+            removed[source] = ids
+    return removed
 
 
 # -------------------------------------------------------------------------------------------------- writing

@@ -64,7 +64,9 @@ class AccessLock:
             try:
                 from filelock import ReadWriteLock
             except ImportError:  # filelock < 3.21
-                raise UsageError('the qwen3-rag CLI needs filelock 3.21 or later: pip install "filelock>=3.21"') from None
+                raise UsageError(
+                    'the qwen3-rag CLI needs filelock 3.21 or later: pip install "filelock>=3.21"'
+                ) from None
             self._lock = ReadWriteLock(self.path, is_singleton=False)
         return self._lock
 

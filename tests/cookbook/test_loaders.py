@@ -125,7 +125,9 @@ def test_a_damaged_or_legacy_word_file_is_skipped_with_the_reason(tmp_path):
 @pytest.mark.parametrize(
     ("module", "name", "package"), [("pypdf", "a.pdf", "pypdf"), ("docx", "a.docx", "python-docx")]
 )
-def test_without_the_optional_reader_a_file_is_skipped_with_the_pip_install(tmp_path, monkeypatch, module, name, package):
+def test_without_the_optional_reader_a_file_is_skipped_with_the_pip_install(
+    tmp_path, monkeypatch, module, name, package
+):
     (tmp_path / name).write_bytes(b"whatever")
     monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
     reason = str(skip_reason(tmp_path / name))
