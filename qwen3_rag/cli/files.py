@@ -37,8 +37,8 @@ def find_files(paths: list[str | os.PathLike]) -> FoundFiles:
     found = FoundFiles()
     seen: set[Path] = set()
 
-    def add(path: Path) -> None:
-        resolved = path.resolve()
+    def add(path: Path, canonical: bool = False) -> None:
+        resolved = path if canonical else path.resolve()
         if resolved not in seen:
             seen.add(resolved)
             found.files.append(resolved)
@@ -49,7 +49,7 @@ def find_files(paths: list[str | os.PathLike]) -> FoundFiles:
             os.lstat(path)
         except OSError:
             raise UsageError(f"no such file or folder: {printable(raw)}") from None
-        problem, mode = _check(path)
+        problem, mode, _ = _check(path)
         if problem:
             found.skipped.append((path, problem))
         elif stat.S_ISDIR(mode):
@@ -63,16 +63,20 @@ def find_files(paths: list[str | os.PathLike]) -> FoundFiles:
     return found
 
 
-def _check(path: Path) -> tuple[str, int]:
-    """('', mode) for an entry that can be looked at, else (the reason it cannot, 0). Never opens the entry."""
+def _check(path: Path) -> tuple[str, int, bool]:
+    """('', mode, is a link) for an entry that can be looked at, else (the reason it cannot, 0, True). Never
+    opens the entry; a symbolic link is followed."""
     try:
-        return "", os.stat(path).st_mode
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISLNK(mode):
+            return "", mode, False
+        return "", os.stat(path).st_mode, True
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            return "symbolic link loop", 0
+            return "symbolic link loop", 0, True
         if exc.errno == errno.ENOENT and os.path.islink(path):
-            return f"dangling symbolic link (to {printable(os.readlink(path))})", 0
-        return f"cannot be read ({exc.strerror or type(exc).__name__})", 0
+            return f"dangling symbolic link (to {printable(os.readlink(path))})", 0, True
+        return f"cannot be read ({exc.strerror or type(exc).__name__})", 0, True
 
 
 def _special(mode: int) -> str:
@@ -104,10 +108,10 @@ def _walk(folder: Path, add, skipped: list[tuple[Path, str]]) -> None:
             if name.startswith(".") or Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
                 continue
             path = Path(root, name)
-            problem, mode = _check(path)
+            problem, mode, link = _check(path)
             if problem:
                 skipped.append((path, problem))
             elif stat.S_ISREG(mode):
-                add(path)
+                add(path, canonical=not link)  # under a resolved folder, through no link: already canonical
             else:
                 skipped.append((path, _special(mode)))

@@ -10,6 +10,8 @@ reuses its vectors. Files that are gone from a folder given lose their chunks (`
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -25,10 +27,13 @@ from qwen3_rag.cli.fingerprint import Fingerprint, load_embedder
 from qwen3_rag.cli.loaders import DOCUMENT_SUFFIXES, Document, SkippedFile, read_document
 from qwen3_rag.cli.options import Resolved
 
-GROUP_CHUNKS = 512
-"""Chunks embedded and then stored together, in one upsert: their files count as done once it is written."""
-EMBED_SLICE = 128
-"""Chunks per embedding call inside a group (sorted by length first): the progress bar moves per slice."""
+WRITE_CHUNKS = 4096
+"""Most chunks stored per upsert (many small files in one call: a Chroma write costs tens of milliseconds and more
+whatever its size)."""
+WRITE_SECONDS = 10.0
+"""Embedded chunks are stored at least this often, so an interrupted run with a slow model loses little work."""
+EMBED_CHUNKS = 128
+"""Chunks per embedding call (files pooled, longest texts together): the progress bar moves per call."""
 
 
 def run_index(opts: Resolved, console: Console) -> int:
@@ -95,7 +100,7 @@ def _index(opts: Resolved, console: Console, found: FoundFiles, db: str, access:
                 fingerprint, address=args.ray or None, num_actors=args.ray_actors, num_gpus_per_actor=args.ray_gpus,
                 batch_size=args.batch_size, max_length=args.max_length, dtype=opts.dtype(),
             )  # fmt: skip
-            group = {"group_chunks": max(total, 1), "embed_slice": max(total, 1)}
+            group = {"write_chunks": max(total, 1), "embed_chunks": max(total, 1)}
         try:
             with tqdm(
                 total=total, desc="Embedding", unit="chunk", disable=args.quiet or not total, file=console.err
@@ -273,6 +278,7 @@ def vanished(held: store.Held, found: FoundFiles, report: IndexReport, *, prune:
 
 
 def _groups(planned: list[PlannedFile], group_chunks: int) -> Iterator[list[PlannedFile]]:
+    """Consecutive files, as many per group as fit in ``group_chunks`` missing chunks (a larger file alone)."""
     group: list[PlannedFile] = []
     size = 0
     for item in planned:
@@ -299,24 +305,60 @@ def write(
     report: IndexReport,
     progress: Callable[[int], None] = lambda n: None,
     max_batch: int = 5000,
-    group_chunks: int | None = None,
-    embed_slice: int | None = None,
+    write_chunks: int | None = None,
+    write_seconds: float | None = None,
+    embed_chunks: int | None = None,
     guard: Callable[[], Any] = _nothing,
+    clock: Callable[[], float] = time.monotonic,
 ) -> IndexReport:
-    """Embed the missing chunks (``embed``: texts -> one vector each, in order) a group of files at a time
-    (``group_chunks``, default GROUP_CHUNKS), and store each group with :func:`write_group` while holding
-    ``guard()`` (the database's write lock)."""
-    for group in _groups(planned, group_chunks or GROUP_CHUNKS):
-        vectors, reused = group_vectors(
-            collection, embed, group, progress=progress, embed_slice=embed_slice or EMBED_SLICE
-        )
-        with guard():
-            write_group(collection, group, vectors, max_batch=max_batch)
-        for item in group:
-            report.indexed.append((item.path, len(item.ids)))
-            report.chunks_written += len(item.missing)
-            report.replaced += bool(item.stale)
+    """Embed the missing chunks (``embed``: texts -> one vector each, in order) and store them, many files per
+    upsert, holding ``guard()`` (the database's write lock) only while storing.
+
+    Files are embedded together, ``embed_chunks`` chunks per call (EMBED_CHUNKS; the progress bar moves per
+    call, so a single large file shows progress too). Embedded files are stored once they hold ``write_chunks``
+    chunks (WRITE_CHUNKS) or once ``write_seconds`` (WRITE_SECONDS) have passed since the last store: a fast
+    model writes few large upserts, a slow one still stores its work every few seconds. A file counts as done
+    (``report.indexed``) only once it is stored.
+    """
+    write_chunks = write_chunks or WRITE_CHUNKS
+    write_seconds = WRITE_SECONDS if write_seconds is None else write_seconds
+    embed_chunks = embed_chunks or EMBED_CHUNKS
+    waiting: list[PlannedFile] = []  # not embedded yet
+    embedded: list[PlannedFile] = []  # embedded, not stored yet
+    vectors: dict[str, Any] = {}
+    last_store = clock()
+
+    def embed_waiting() -> None:
+        new, reused = group_vectors(collection, embed, waiting, progress=progress, embed_slice=embed_chunks)
+        vectors.update(new)
         report.chunks_reused += reused
+        embedded.extend(waiting)
+        waiting.clear()
+
+    def store() -> None:
+        for group in _groups(embedded, write_chunks):
+            with guard():
+                write_group(collection, group, vectors, max_batch=max_batch)
+            for item in group:
+                report.indexed.append((item.path, len(item.ids)))
+                report.chunks_written += len(item.missing)
+                report.replaced += bool(item.stale)
+                for i in item.missing:
+                    vectors.pop(item.ids[i], None)
+        embedded.clear()
+
+    for item in planned:
+        waiting.append(item)
+        if sum(len(w.missing) for w in waiting) >= embed_chunks:
+            embed_waiting()
+        if embedded and (
+            sum(len(e.missing) for e in embedded) >= write_chunks or clock() - last_store >= write_seconds
+        ):
+            store()
+            last_store = clock()
+    if waiting:
+        embed_waiting()
+    store()
     return report
 
 
@@ -411,13 +453,9 @@ def file_version(text: str, *, chunk_size: int, overlap: int) -> str:
 
 
 def source_key(path: Path) -> str:
-    """How a file is identified in the index: its absolute path, with forward slashes, as valid UTF-8 (bytes of a
-    name that are not UTF-8 written as ``\\xNN``)."""
-    try:
-        path = path.resolve()
-    except (OSError, RuntimeError):  # a symbolic link loop (reported as skipped): its own absolute path
-        path = path.absolute()
-    return printable(path.as_posix())
+    """How a file is identified in the index: its absolute path (as found: :func:`find_files` resolves symbolic
+    links), with forward slashes, as valid UTF-8 (bytes of a name that are not UTF-8 written as ``\\xNN``)."""
+    return printable(Path(os.path.abspath(path)).as_posix())
 
 
 def chunk_id(source: str, version: str, index: int) -> str:

@@ -155,7 +155,7 @@ def test_an_interrupted_run_keeps_written_files_and_resumes(qwen3_rag, corpus, c
         original(collection, group, vectors, **kwargs)
         written.extend(item.path.name for item in group)
 
-    monkeypatch.setattr(indexing, "GROUP_CHUNKS", 1)  # one file per group: it counts as done once stored
+    monkeypatch.setattr(indexing, "WRITE_CHUNKS", 1)  # one file per group: it counts as done once stored
     monkeypatch.setattr(indexing, "write_group", interrupt_on_second_group)
     stopped = qwen3_rag("index", corpus)
     assert stopped.code == 130

@@ -217,41 +217,65 @@ def test_the_chunks_of_many_files_are_written_in_one_upsert(qwen3_rag, tmp_path,
     assert calls == [1, 40]  # the new index's fingerprint probe, then every chunk in one call
 
 
-def test_a_large_file_reports_progress_inside_it_and_files_count_only_once_stored():
+class FakeCollection:
+    """Records what :func:`indexing.write` stores."""
+
+    def __init__(self):
+        self.upserts: list[list[str]] = []
+
+    def upsert(self, ids, embeddings, documents, metadatas):
+        assert len(ids) == len(embeddings) == len(documents) == len(metadatas)
+        self.upserts.append(list(ids))
+
+    def delete(self, ids):
+        raise AssertionError("nothing is stale")
+
+
+def planned_file(name: str, n: int) -> indexing.PlannedFile:
     from qwen3_rag.cli._chunk_shim import Chunk
 
-    class FakeCollection:
-        def __init__(self):
-            self.stored: list[str] = []
+    chunks = [Chunk(i, f"{name} chunk {i} " + "word " * (i % 5), 0, 1) for i in range(n)]
+    ids = [f"{name}-{i}" for i in range(n)]
+    return indexing.PlannedFile(Path(name), name, name, "v", chunks, [{}] * n, ids, list(range(n)), [])
 
-        def upsert(self, ids, embeddings, documents, metadatas):
-            self.stored.extend(ids)
 
-        def delete(self, ids):
-            raise AssertionError("nothing is stale")
-
-    def planned(name: str, n: int) -> indexing.PlannedFile:
-        chunks = [Chunk(i, f"{name} chunk {i} " + "word " * (i % 5), 0, 1) for i in range(n)]
-        ids = [f"{name}-{i}" for i in range(n)]
-        return indexing.PlannedFile(Path(name), name, name, "v", chunks, [{}] * n, ids, list(range(n)), [])
-
-    steps: list[int] = []
+def test_a_large_file_reports_progress_inside_it_and_files_count_only_once_stored():
+    steps: list[tuple[int, int]] = []
     embedded: list[int] = []
     collection = FakeCollection()
     report = indexing.IndexReport()
     indexing.write(
         collection,
         lambda texts: embedded.append(len(texts)) or [[0.0]] * len(texts),
-        [planned("big", 300), planned("small", 2)],
+        [planned_file("big", 300), planned_file("small", 2)],
         report=report,
-        progress=steps.append,
-        group_chunks=100,
-        embed_slice=128,
+        progress=lambda n: steps.append((n, len(report.indexed))),
+        write_chunks=100,
+        embed_chunks=128,
     )
-    assert steps == [128, 128, 44, 2]  # the big file moves the bar three times before it is stored
-    assert embedded == steps
+    assert steps == [(128, 0), (128, 0), (44, 0), (2, 1)]  # the bar moves thrice before the big file is stored
+    assert embedded == [128, 128, 44, 2]
     assert [p.name for p, _ in report.indexed] == ["big", "small"]
-    assert len(collection.stored) == 302
+    assert [len(ids) for ids in collection.upserts] == [300, 2]
+
+
+def test_many_small_files_share_upserts_and_a_slow_model_still_stores_every_few_seconds():
+    files = [planned_file(f"f{i}", 1) for i in range(10)]
+    fast = FakeCollection()
+    indexing.write(fast, lambda texts: [[0.0]] * len(texts), files, report=indexing.IndexReport(), embed_chunks=2)
+    assert [len(ids) for ids in fast.upserts] == [10]  # one upsert for all ten files
+
+    now = [0.0]
+
+    def slow_embed(texts):
+        now[0] += 4.0  # four seconds per embedding call
+        return [[0.0]] * len(texts)
+
+    slow = FakeCollection()
+    report = indexing.IndexReport()
+    indexing.write(slow, slow_embed, files, report=report, embed_chunks=2, write_seconds=10.0, clock=lambda: now[0])
+    assert [len(ids) for ids in slow.upserts] == [6, 4]  # stored after 12 s of embedding, then the rest
+    assert len(report.indexed) == 10
 
 
 def test_every_write_to_the_index_happens_under_the_write_lock(qwen3_rag, corpus, cli_env, monkeypatch):
