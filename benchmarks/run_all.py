@@ -1,7 +1,8 @@
 """Run every benchmark, each in its own process, and rewrite benchmarks/RESULTS.md with the command, machine,
 versions, date and tables.
 
-    python benchmarks/run_all.py [--quick] [--only rerank rerank-28 embed efficiency linear memory] [--sweep] [--no-run]
+    python benchmarks/run_all.py [--quick] [--only rerank rerank-28 embed efficiency linear memory index] [--sweep]
+                                 [--no-run]
 
 Runs the issue's sizes (1 x 100 rerank, 1,000-document corpus, 25/50/100 x 4k-token memory runs) plus the
 rerank at the real depth of 28 layers on 30 documents: about 1.5 hours on 2 idle cores. ``--quick`` shrinks
@@ -52,6 +53,10 @@ ENTRIES = {
         "Memory", "bench_memory.py", ["--docs", "25", "50", "100", "--doc-tokens", "4096"],
         ["--docs", "8", "16", "32", "--doc-tokens", "2048"],
     ),
+    "index": Entry(
+        "Indexing: qwen3-rag index vs a plain script", "bench_index.py",
+        ["--files", "2000", "--repeats", "3"], ["--files", "300", "--repeats", "1"], layers=False,
+    ),
     "rerank-sweep": Entry(
         "Side experiment: qwen3-rag reranker settings", "bench_rerank.py",
         ["--sweep-only", "--docs", "100", "--repeats", "3"], ["--sweep-only", "--docs", "30", "--repeats", "1"],
@@ -61,7 +66,7 @@ ENTRIES = {
         ["--sweep-only", "--docs", "1000", "--repeats", "2"], ["--sweep-only", "--docs", "200", "--repeats", "1"],
     ),
 }  # fmt: skip
-DEFAULT = ["rerank", "rerank-28", "embed", "efficiency", "linear", "memory"]
+DEFAULT = ["rerank", "rerank-28", "embed", "efficiency", "linear", "memory", "index"]
 SWEEPS = ["rerank-sweep", "embed-sweep"]
 
 HEADER = """# Benchmark results

@@ -213,14 +213,14 @@ def plan(
             (report.emptied if exc.stale else report.unreadable).add(source)
             progress(1)
             continue
-        if source != path.as_posix():
-            report.notes.append((path, f"the name is not valid UTF-8: indexed as {source!r}"))
-        report.notes.extend((path, note) for note in document.notes)
         item = plan_file(path, source, document, held, chunker=chunker, version=version(document.text))
         if item is None:
             report.unchanged.append(path)
-        else:
+        else:  # notes about what is indexed now (an unchanged file's were given when it was)
             planned.append(item)
+            if source != path.as_posix():
+                report.notes.append((path, f"the name is not valid UTF-8: indexed as {source!r}"))
+            report.notes.extend((path, note) for note in document.notes)
         progress(1)
     return planned
 

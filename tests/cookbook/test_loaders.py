@@ -199,3 +199,15 @@ def test_every_chunk_is_the_slice_of_the_text_its_offsets_name(text):
     for chunk in chunks:
         assert chunk.text == text[chunk.start : chunk.end]
     assert chunks[0].start == 0 and chunks[-1].end == len(text.rstrip())
+
+
+def test_the_cookbook_sample_documents_read_as_the_notebook_says():
+    folder = Path(__file__).resolve().parents[2] / "cookbook" / "documents"
+    pdf = read_document(folder / "solar_system.pdf")
+    assert pdf.title == "The Solar System"
+    assert [number for _, number in pdf.pages] == [1, 3]
+    assert pdf.notes == ("page 2 of 3 without a text layer (scanned?) not indexed",)
+    assert "一年相当于地球" in squeeze(pdf.text)
+    word = read_document(folder / "garden_notes.docx")
+    assert "tomato | full sun | deep, twice a week" in word.text
+    assert read_document(folder / "moon_phases.md").title == "Moon phases"
