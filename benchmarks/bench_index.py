@@ -88,7 +88,7 @@ def main() -> None:
         for path in paths:
             text = read_document(path).text
             for chunk in indexing.chunk_text(
-                text, tokenizer=embedder.tokenizer, chunk_size=DEFAULT_CHUNK_SIZE, overlap=DEFAULT_CHUNK_OVERLAP
+                text, embedder.tokenizer, chunk_size=DEFAULT_CHUNK_SIZE, overlap=DEFAULT_CHUNK_OVERLAP, markdown=True
             ):
                 chunks.append(chunk.text)
                 sources.append(str(path))

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from qwen3_rag.cli import lock, store
-from qwen3_rag.cli._chunk_shim import Chunk, chunk_text
+from qwen3_rag.cli.chunking import (
+    MARKDOWN_SUFFIXES,
+    Chunk,
+    check_chunking,
+    chunk_text,
+    chunking_version,
+    embedder_tokenizer,
+)
 from qwen3_rag.cli.console import Console, display_path, printable
 from qwen3_rag.cli.errors import UsageError
 from qwen3_rag.cli.files import FoundFiles, find_files
@@ -38,11 +45,8 @@ EMBED_CHUNKS = 128
 
 def run_index(opts: Resolved, console: Console) -> int:
     args = opts.args
+    check_chunking(args.chunk_size, args.chunk_overlap, max_length=args.max_length)
     found = find_files(args.paths)
-    if args.chunk_overlap >= args.chunk_size:
-        raise UsageError(
-            f"--chunk-overlap ({args.chunk_overlap}) must be smaller than --chunk-size ({args.chunk_size})"
-        )
     db = opts.value("db", store.DEFAULT_DB)
     db_path = store.check_db_path(db)
     if not found.files and not store.exists(db):
@@ -74,7 +78,9 @@ def _index(opts: Resolved, console: Console, found: FoundFiles, db: str, access:
         held = store.held_chunks(collection)
 
         report = IndexReport(skipped=list(found.skipped))
-        chunker = partial(chunk_text, tokenizer=None, chunk_size=args.chunk_size, overlap=args.chunk_overlap)
+        tokenizer = embedder_tokenizer(embedder)  # chunks are counted in the embedder's own tokens
+        chunker = partial(chunk_text, tokenizer=tokenizer, chunk_size=args.chunk_size, overlap=args.chunk_overlap)
+        chunking = chunking_version(tokenizer, chunk_size=args.chunk_size, overlap=args.chunk_overlap)
         with tqdm(
             total=len(found.files), desc="Reading", unit="file", delay=2, disable=args.quiet, file=console.err
         ) as bar:
@@ -82,7 +88,7 @@ def _index(opts: Resolved, console: Console, found: FoundFiles, db: str, access:
                 found.files,
                 held,
                 chunker=chunker,
-                version=partial(file_version, chunk_size=args.chunk_size, overlap=args.chunk_overlap),
+                version=partial(file_version, chunking=chunking),
                 report=report,
                 progress=bar.update,
             )
@@ -197,12 +203,13 @@ def plan(
     files: list[Path],
     held: store.Held,
     *,
-    chunker: Callable[[str], list[Chunk]],
+    chunker: Callable[..., list[Chunk]],
     version: Callable[[str], str],
     report: IndexReport,
     progress: Callable[[int], None] = lambda n: None,
 ) -> list[PlannedFile]:
-    """Read and chunk every file, and compare it with what the collection holds (``held``)."""
+    """Read and chunk every file (``chunker(text, markdown=...)``: the token-counted :func:`chunk_text` with the
+    index's tokenizer and settings), and compare it with what the collection holds (``held``)."""
     planned = []
     for path in files:
         source = source_key(path)
@@ -213,7 +220,13 @@ def plan(
             (report.emptied if exc.stale else report.unreadable).add(source)
             progress(1)
             continue
-        item = plan_file(path, source, document, held, chunker=chunker, version=version(document.text))
+        try:
+            item = plan_file(path, source, document, held, chunker=chunker, version=version(document.text))
+        except UsageError as exc:  # text the tokenizer cannot read (a lone surrogate): this file only
+            report.skipped.append((path, str(exc)))
+            report.unreadable.add(source)
+            progress(1)
+            continue
         if item is None:
             report.unchanged.append(path)
         else:  # notes about what is indexed now (an unchanged file's were given when it was)
@@ -231,11 +244,11 @@ def plan_file(
     document: Document,
     held: store.Held,
     *,
-    chunker: Callable[[str], list[Chunk]],
+    chunker: Callable[..., list[Chunk]],
     version: str,
 ) -> PlannedFile | None:
     """What to write for one file, or None when the collection already holds exactly its chunks."""
-    chunks = chunker(document.text)
+    chunks = chunker(document.text, markdown=path.suffix.lower() in MARKDOWN_SUFFIXES)
     ids = [chunk_id(source, version, c.index) for c in chunks]
     have = set(held.ids.get(source, ()))
     wanted = set(ids)
@@ -445,9 +458,10 @@ def ray_embed(
 # -------------------------------------------------------------------------------------------------- hashes
 
 
-def file_version(text: str, *, chunk_size: int, overlap: int) -> str:
-    """A hash of the text and the chunking settings: a new value means new chunks."""
-    digest = hashlib.sha256(f"chunking:{chunk_size}:{overlap}\n".encode())
+def file_version(text: str, *, chunking: str) -> str:
+    """A hash of the text and of what else its chunks depend on (``chunking_version``: settings, tokenizer,
+    splitter): a new value means new chunks."""
+    digest = hashlib.sha256(f"{chunking}\n".encode())
     digest.update(text.encode("utf-8"))
     return digest.hexdigest()
 

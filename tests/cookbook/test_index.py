@@ -60,7 +60,7 @@ def library(tmp_path: Path) -> Path:
 
 
 def test_pdf_chunks_record_their_pages_and_offsets(qwen3_rag, library, cli_env):
-    result = qwen3_rag("index", library, "--chunk-size", "12", "--chunk-overlap", "0")
+    result = qwen3_rag("index", library, "--chunk-size", "32", "--chunk-overlap", "0")
     assert result.code == 0, result.err
     assert "report.pdf: page 2 of 3 without a text layer (scanned?) not indexed" in result.err
     pdf = held(cli_env)["report.pdf"]
@@ -74,7 +74,7 @@ def test_pdf_chunks_record_their_pages_and_offsets(qwen3_rag, library, cli_env):
 
 
 def test_search_prints_the_page_and_json_carries_page_or_null(qwen3_rag, library):
-    assert qwen3_rag("index", library, "--chunk-size", "1000").code == 0  # one chunk per file
+    assert qwen3_rag("index", library, "--chunk-size", "4000").code == 0  # one chunk per file
     found = qwen3_rag("search", "where does sugar come from?", "--top-n", "3", "--json")
     assert found.code == 0, found.err
     results = {Path(r["source"]).name: r for r in json.loads(found.out)["results"]}
@@ -93,7 +93,7 @@ def test_search_prints_the_page_and_json_carries_page_or_null(qwen3_rag, library
 def two_pages(qwen3_rag, folder: Path) -> Path:
     """A two-page PDF indexed in small chunks, so that some chunks lie on one page only."""
     pdf = make_pdf(folder / "two.pdf", [ENGLISH + " " + ENGLISH, CHINESE])
-    assert qwen3_rag("index", pdf, "--chunk-size", "14", "--chunk-overlap", "0").code == 0
+    assert qwen3_rag("index", pdf, "--chunk-size", "32", "--chunk-overlap", "0").code == 0
     return pdf
 
 
@@ -232,7 +232,7 @@ class FakeCollection:
 
 
 def planned_file(name: str, n: int) -> indexing.PlannedFile:
-    from qwen3_rag.cli._chunk_shim import Chunk
+    from qwen3_rag.cli.chunking import Chunk
 
     chunks = [Chunk(i, f"{name} chunk {i} " + "word " * (i % 5), 0, 1) for i in range(n)]
     ids = [f"{name}-{i}" for i in range(n)]

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from qwen3_rag.cli._chunk_shim import chunk_text
 from qwen3_rag.cli.loaders import Document, SkippedFile, read_document
 from tests.cookbook.documents import CHINESE, JAPANESE, THAI, encrypt_pdf, make_docx, make_pdf
 
@@ -190,15 +189,6 @@ def test_lines_of_a_chunk_are_the_lines_of_the_file():
         "line": 2,
         "line_end": 4,
     }
-
-
-@pytest.mark.parametrize("text", [CHINESE * 20, JAPANESE * 20, THAI * 20, "x" * 5000, ENGLISH * 40])
-def test_every_chunk_is_the_slice_of_the_text_its_offsets_name(text):
-    chunks = chunk_text(text, None, chunk_size=20, overlap=5)
-    assert chunks
-    for chunk in chunks:
-        assert chunk.text == text[chunk.start : chunk.end]
-    assert chunks[0].start == 0 and chunks[-1].end == len(text.rstrip())
 
 
 def test_the_cookbook_sample_documents_read_as_the_notebook_says():
