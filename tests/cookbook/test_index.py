@@ -344,6 +344,25 @@ def test_fifos_loops_dangling_links_and_non_utf8_names_neither_hang_nor_abort(qw
     assert found.code == 0 and "caf\\\\xe9.md" in found.out
 
 
+def test_names_a_terminal_cannot_show_are_printed_escaped_not_raised(tmp_path, cli_env, monkeypatch):
+    import io
+    import sys
+
+    from qwen3_rag.cli import main
+
+    folder = tmp_path / "报告"
+    folder.mkdir()
+    (folder / "年度报告.md").write_text(CHINESE, encoding="utf-8")
+    os.mkfifo(folder / "管道.md")  # a warning that prints the name
+    err = io.TextIOWrapper(io.BytesIO(), encoding="ascii")  # a terminal that only knows ASCII
+    monkeypatch.setattr(sys, "stderr", err)
+    assert main(["index", str(folder)]) == 0
+    err.flush()
+    printed = err.buffer.getvalue().decode("ascii")
+    assert "\\u7ba1\\u9053.md: a FIFO, not a regular file" in printed
+    assert "Indexed 1 files" in printed
+
+
 def test_unsegmented_and_cjk_text_is_indexed_and_found(qwen3_rag, tmp_path, cli_env):
     folder = tmp_path / "scripts"
     folder.mkdir()
