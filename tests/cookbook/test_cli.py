@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import chromadb
-import pytest
 from chromadb.config import Settings
 
 from qwen3_rag import testing
@@ -17,6 +16,7 @@ from qwen3_rag.cli import indexing
 from qwen3_rag.cli.chunking import chunk_text
 from qwen3_rag.embedder import Qwen3Embedder
 from qwen3_rag.prompts import DEFAULT_INSTRUCTION
+from tests.cookbook.spies import count_document_embeddings
 
 
 def open_collection(db: Path):
@@ -30,19 +30,6 @@ def chunks_by_file(db: Path) -> dict[str, set[str]]:
     for id_, meta in zip(held["ids"], held["metadatas"], strict=True):
         out.setdefault(Path(meta["source"]).name, set()).add(id_)
     return out
-
-
-def count_document_embeddings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record how many texts each embed_documents call receives."""
-    calls: list[int] = []
-    original = Qwen3Embedder.embed_documents
-
-    def spy(self, texts, **kwargs):
-        calls.append(len(texts))
-        return original(self, texts, **kwargs)
-
-    monkeypatch.setattr(Qwen3Embedder, "embed_documents", spy)
-    return calls
 
 
 # ---------------------------------------------------------------------------------------------- index + search

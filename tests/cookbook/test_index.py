@@ -14,8 +14,8 @@ import pytest
 from chromadb.config import Settings
 
 from qwen3_rag.cli import answer, indexing
-from qwen3_rag.embedder import Qwen3Embedder
 from tests.cookbook.documents import CHINESE, JAPANESE, THAI, make_docx, make_pdf
+from tests.cookbook.spies import count_document_embeddings
 
 ENGLISH = "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen inside the chloroplasts."
 
@@ -28,18 +28,6 @@ def held(db: Path) -> dict[str, list[dict]]:
     for meta in got["metadatas"]:
         out.setdefault(Path(meta["source"]).name, []).append(meta)
     return {name: sorted(metas, key=lambda m: m["chunk"]) for name, metas in out.items()}
-
-
-def count_embedded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    calls: list[int] = []
-    original = Qwen3Embedder.embed_documents
-
-    def spy(self, texts, **kwargs):
-        calls.append(len(texts))
-        return original(self, texts, **kwargs)
-
-    monkeypatch.setattr(Qwen3Embedder, "embed_documents", spy)
-    return calls
 
 
 @pytest.fixture
@@ -141,7 +129,7 @@ def test_a_renamed_file_is_kept_once_and_not_embedded_again(qwen3_rag, corpus, c
     assert qwen3_rag("index", corpus).code == 0
     before = held(cli_env)["bread.txt"]
     (corpus / "bread.txt").rename(corpus / "notes" / "baking.txt")
-    calls = count_embedded(monkeypatch)
+    calls = count_document_embeddings(monkeypatch)
     again = qwen3_rag("index", corpus)
     assert again.code == 0, again.err
     assert "Indexed 1 files (1 new chunks; 1 vectors reused from identical files)" in again.err
@@ -210,7 +198,7 @@ def test_the_chunks_of_many_files_are_written_in_one_upsert(qwen3_rag, tmp_path,
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Collection, "upsert", spy)
-    calls = count_embedded(monkeypatch)
+    calls = count_document_embeddings(monkeypatch)
     result = qwen3_rag("index", folder)
     assert result.code == 0, result.err
     assert upserts == [40]
