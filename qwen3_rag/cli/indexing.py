@@ -1,11 +1,11 @@
 """``qwen3-rag index``: read, chunk and embed files into the collection, which then mirrors the folders given.
 
-Chunks are embedded and written a group of files at a time (one upsert for many small files); a file counts as
-done only once its group is stored, so an interrupted run keeps every file it finished and the next run picks up
-where it stopped. A file is rewritten only when its text (or the chunking) changed, and its old chunks are deleted
-only after the new ones are stored. A file with the same text as one already stored (renamed, moved, copied)
-reuses its vectors. Files that are gone from a folder given lose their chunks (``--no-prune`` keeps them).
-"""
+Files are embedded together and stored many per upsert (up to WRITE_CHUNKS chunks, at least every
+WRITE_SECONDS); a file counts as done only once it is stored, so an interrupted run keeps every file it stored and
+the next run picks up where it stopped. A file is rewritten only when its text (or the chunking) changed, and its
+old chunks are deleted only after the new ones are stored. A file with the same text as one already stored
+(renamed, moved, copied) reuses its vectors. Files that are gone from a folder given lose their chunks
+(``--no-prune`` keeps them)."""
 
 from __future__ import annotations
 
@@ -130,9 +130,7 @@ def _index(opts: Resolved, console: Console, found: FoundFiles, db: str, access:
             return 130
         count = collection.count()
     finally:
-        close = getattr(client, "close", None)
-        if close is not None:
-            close()
+        store.close_client(client)
     report_skipped(console, report.skipped, held=held)
     for path, note in report.notes:
         console.warn(f"{display_path(path)}: {note}")

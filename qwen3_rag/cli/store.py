@@ -70,9 +70,14 @@ def connected(db: str | os.PathLike, *, create: bool) -> Iterator[Any]:
     try:
         yield client
     finally:
-        close = getattr(client, "close", None)
-        if close is not None:  # chromadb >= 1.4
-            close()
+        close_client(client)
+
+
+def close_client(client: Any) -> None:
+    """Release the client's database (chromadb >= 1.4 has ``close``; older ones keep it until the process ends)."""
+    close = getattr(client, "close", None)
+    if close is not None:
+        close()
 
 
 def import_chromadb() -> Any:
