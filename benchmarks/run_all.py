@@ -1,7 +1,7 @@
 """Run every benchmark, each in its own process, and rewrite benchmarks/RESULTS.md with the command, machine,
 versions, date and tables.
 
-    python benchmarks/run_all.py [--quick] [--only rerank rerank-28 embed efficiency linear memory precision] [--sweep]
+    python benchmarks/run_all.py [--quick] [--only rerank rerank-28 embed efficiency linear memory precision index] [--sweep]
                                  [--no-run]
 
 Runs the issue's sizes (1 x 100 rerank, 1,000-document corpus, 25/50/100 x 4k-token memory runs) plus the
@@ -58,6 +58,10 @@ ENTRIES = {
         ["--docs", "64", "--queries", "16", "--rerank-docs", "12", "--repeats", "3"],
         ["--docs", "16", "--queries", "4", "--rerank-docs", "6", "--repeats", "1", "--no-memory"],
     ),
+    "index": Entry(
+        "Indexing: qwen3-rag index vs a plain script", "bench_index.py",
+        ["--files", "2000", "--repeats", "3"], ["--files", "300", "--repeats", "1"], layers=False,
+    ),
     "rerank-sweep": Entry(
         "Side experiment: qwen3-rag reranker settings", "bench_rerank.py",
         ["--sweep-only", "--docs", "100", "--repeats", "3"], ["--sweep-only", "--docs", "30", "--repeats", "1"],
@@ -67,7 +71,7 @@ ENTRIES = {
         ["--sweep-only", "--docs", "1000", "--repeats", "2"], ["--sweep-only", "--docs", "200", "--repeats", "1"],
     ),
 }  # fmt: skip
-DEFAULT = ["rerank", "rerank-28", "embed", "efficiency", "linear", "memory", "precision"]
+DEFAULT = ["rerank", "rerank-28", "embed", "efficiency", "linear", "memory", "precision", "index"]
 SWEEPS = ["rerank-sweep", "embed-sweep"]
 
 HEADER = """# Benchmark results

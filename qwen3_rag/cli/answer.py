@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from qwen3_rag._cpu_linear import pack_linear_layers
 from qwen3_rag._loading import ModelLoadError, attention_implementation, resolve_device, resolve_dtype
-from qwen3_rag.cli.console import Console, display_path
+from qwen3_rag.cli.console import Console
 from qwen3_rag.cli.errors import UsageError
 from qwen3_rag.cli.options import Resolved
 from qwen3_rag.cli.search import hit_json, retrieve, score_line
@@ -144,7 +144,7 @@ class ChatModel:
 def run_ask(opts: Resolved, console: Console) -> int:
     max_new_tokens = opts.positive("max_new_tokens", 512)
     hits, _ = retrieve(opts, console)
-    labels = [f"{display_path(h.source)}, chunk {h.chunk}" for h in hits]
+    labels = [f"{h.location}, chunk {h.chunk}" for h in hits]  # report.pdf p. 3: the model and the reader see pages
     messages = build_messages(opts.args.query, list(zip(labels, [h.text for h in hits], strict=False)))
     console.status(f"Answering from {len(hits)} passages with {opts.value('llm', DEFAULT_LLM)} ...")
     try:

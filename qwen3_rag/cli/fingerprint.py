@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,13 @@ class Fingerprint:
         return f"model {self.model!r}, {self.dimensions} dimensions, instruction {instruction}, {norm} vectors"
 
 
+def absolute_model_path(model: str) -> str:
+    """A model that names a local folder, as an absolute path (the index records it, and is searched from other
+    folders); a Hub id as it is."""
+    path = os.path.expanduser(model)
+    return os.path.abspath(path) if os.path.exists(path) else model
+
+
 def _probe(embedder: Qwen3Embedder, dimensions: int) -> tuple[float, ...]:
     vector = embedder.embed_documents([_PROBE_TEXT], dimensions=dimensions)[0][:_PROBE_SIZE]
     return tuple(round(float(x), 5) for x in vector)
@@ -106,6 +114,7 @@ def load_embedder(
         if not recorded.normalized:
             raise FingerprintMismatch(f"{where} holds unnormalised vectors; qwen3-rag only writes unit-length ones")
     model = request.model.value if request.model.given else recorded.model if recorded else DEFAULT_EMBEDDING_MODEL
+    model = absolute_model_path(model)
     dimensions = request.dimensions.value if request.dimensions.given else recorded.dimensions if recorded else None
     if request.instruction.given:
         instruction = request.instruction.value or ""

@@ -1,6 +1,6 @@
 """``qwen3-rag``: a local RAG over an embedded Chroma database, from the command line.
 
-    qwen3-rag index PATH...        chunk .txt/.md/.rst/.html files, embed them, store them in --db
+    qwen3-rag index PATH...        read documents (text, Markdown, HTML, PDF, Word, code), chunk, embed, store in --db
     qwen3-rag search "question"    retrieve --top-k chunks, rerank to --top-n, print source, chunk and score
     qwen3-rag ask "question"       search, then answer with a local chat model, citing the sources
 
@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from qwen3_rag._loading import ModelLoadError
-from qwen3_rag.cli.console import PROG, Console
+from qwen3_rag.cli.console import PROG, Console, safe_streams
 from qwen3_rag.cli.errors import UsageError
 from qwen3_rag.cli.options import Resolved, build_parser
 
@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None, *, environ: dict[str, str] | None = 
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a parse error (already printed, status 2)
         return int(exc.code or 0)
+    safe_streams()
     console = Console(args.quiet, sys.stdout, sys.stderr)
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
     _quiet_transformers()

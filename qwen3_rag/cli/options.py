@@ -12,7 +12,7 @@ from qwen3_rag import __version__
 from qwen3_rag.cli.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE
 from qwen3_rag.cli.console import PROG
 from qwen3_rag.cli.errors import UsageError
-from qwen3_rag.cli.loaders import SUPPORTED_SUFFIXES
+from qwen3_rag.cli.loaders import CODE_SUFFIXES, DOCUMENT_SUFFIXES
 
 ENV = {
     "db": "QWEN3_RAG_DB",
@@ -156,15 +156,33 @@ def build_parser() -> argparse.ArgumentParser:
     index = commands.add_parser(
         "index",
         help="add files and folders to the index",
-        description=_fill(
-            "Chunk, embed and store files. Unchanged files are skipped, changed files replace their own chunks, and "
-            "an interrupted run resumes where it stopped. Folders are searched for "
-            + ", ".join(sorted(SUPPORTED_SUFFIXES))
-            + " files; a file named explicitly is read as text whatever its suffix."
+        description="\n\n".join(
+            _fill(paragraph)
+            for paragraph in (
+                "Chunk, embed and store files. Unchanged files are skipped, changed files replace their own chunks, "
+                "a renamed or copied file reuses the vectors of its text, and an interrupted run keeps every file "
+                "it finished: run it again to resume.",
+                "Folders are searched for documents -- "
+                + " ".join(sorted(DOCUMENT_SUFFIXES))
+                + " -- and source code ("
+                + " ".join(sorted(CODE_SUFFIXES))
+                + "); hidden entries are passed over; a file named explicitly is read as text whatever its suffix. "
+                'PDF (text layer, page by page) and Word need pip install "qwen3-rag[documents]". Each chunk records '
+                "its file, character offsets, and its pages (PDF) or lines (text, code).",
+                "The index mirrors the folders given: files that are gone from them lose their chunks (--no-prune "
+                "keeps them). What cannot be read -- an encrypted or corrupt PDF, a FIFO, a symbolic link loop -- is "
+                "skipped and named, and so are PDF pages without a text layer; the rest is indexed. One index run "
+                "per database at a time: a second waits for the first; search and ask keep working meanwhile.",
+            )
         ),
         formatter_class=_formatter,
     )
     index.add_argument("paths", nargs="+", metavar="PATH", help="files and folders to index")
+    index.add_argument(
+        "--no-prune",
+        action="store_true",
+        help="keep the chunks of files that are no longer in the folders given",
+    )
     scale = index.add_argument_group("Ray (pip install 'qwen3-rag[ray]'; see docs/ray.md)")
     scale.add_argument(
         "--ray",

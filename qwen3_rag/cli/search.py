@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from qwen3_rag.cli import store
+from qwen3_rag.cli import lock, store
 from qwen3_rag.cli.console import Console, display_path
 from qwen3_rag.cli.errors import UsageError
 from qwen3_rag.cli.fingerprint import Fingerprint, load_embedder
@@ -24,18 +24,44 @@ class Hit:
     text: str
     similarity: float
     rerank_score: float | None = None
+    position: dict[str, int] = field(default_factory=dict)
+    """Where the chunk lies in its file: ``start``/``end`` (character offsets of the extracted text) and
+    ``page``/``page_end`` (PDF, 1-based) or ``line``/``line_end`` (text and code, 1-based); what is known."""
 
     @property
     def score(self) -> float:
         return self.similarity if self.rerank_score is None else self.rerank_score
 
+    @property
+    def page(self) -> int | None:
+        return self.position.get("page")
+
+    @property
+    def location(self) -> str:
+        """``report.pdf p. 3``, ``report.pdf pp. 3-4``, ``src/app.py:10-42``, or the file alone."""
+        path = display_path(self.source)
+        first, last = self.position.get("page"), self.position.get("page_end")
+        if first is not None:
+            return f"{path} p. {first}" if last in (None, first) else f"{path} pp. {first}-{last}"
+        first, last = self.position.get("line"), self.position.get("line_end")
+        if first is not None:
+            return f"{path}:{first}" if last in (None, first) else f"{path}:{first}-{last}"
+        return path
+
+
+_POSITION_KEYS = ("start", "end", "page", "page_end", "line", "line_end")
+
 
 def search(collection: Any, embedder: Qwen3Embedder, fingerprint: Fingerprint, query: str, *, top_k: int) -> list[Hit]:
     """The ``top_k`` nearest chunks by cosine similarity, best first."""
+    return nearest(collection, embedder.embed_queries([query], dimensions=fingerprint.dimensions)[0], top_k=top_k)
+
+
+def nearest(collection: Any, vector: Any, *, top_k: int) -> list[Hit]:
+    """The ``top_k`` chunks nearest to the query ``vector``, best first."""
     count = collection.count()
     if count == 0:
         raise UsageError("the index is empty: run `qwen3-rag index PATH` first")
-    vector = embedder.embed_queries([query], dimensions=fingerprint.dimensions)[0]
     result = collection.query(
         query_embeddings=[vector], n_results=min(top_k, count), include=["documents", "metadatas", "distances"]
     )
@@ -43,6 +69,7 @@ def search(collection: Any, embedder: Qwen3Embedder, fingerprint: Fingerprint, q
     for id_, text, meta, distance in zip(
         result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0], strict=False
     ):
+        meta = meta or {}
         hits.append(
             Hit(
                 id=id_,
@@ -51,6 +78,7 @@ def search(collection: Any, embedder: Qwen3Embedder, fingerprint: Fingerprint, q
                 chunk=int(meta.get("chunk", 0)),
                 text=text,
                 similarity=1.0 - float(distance),
+                position={k: int(meta[k]) for k in _POSITION_KEYS if isinstance(meta.get(k), int)},
             )
         )
     return hits
@@ -78,12 +106,18 @@ def retrieve(opts: Resolved, console: Console) -> tuple[list[Any], Any]:
     db = opts.value("db", store.DEFAULT_DB)
     name = opts.value("collection", store.DEFAULT_COLLECTION)
     where = store.index_label(db, name)
-    client = store.open_client(db, create=False)
-    collection = store.require_collection(client, name, db)
-    recorded = store.recorded_fingerprint(collection, where)
-    embedder, fingerprint = load_embedder(opts.embedding_request(), recorded, where)
-    hits = search(collection, embedder, fingerprint, args.query, top_k=args.top_k if args.rerank else args.top_n)
-    del embedder
+    access = lock.AccessLock(store.require_db(db))
+    try:  # read under the shared lock, twice: never while an index run writes, never from a stale view
+        with access.reading(console), store.connected(db, create=False) as client:
+            recorded = store.recorded_fingerprint(store.require_collection(client, name, db), where)
+        embedder, fingerprint = load_embedder(opts.embedding_request(), recorded, where)
+        vector = embedder.embed_queries([args.query], dimensions=fingerprint.dimensions)[0]
+        del embedder
+        with access.reading(console), store.connected(db, create=False) as client:
+            collection = store.require_collection(client, name, db)
+            hits = nearest(collection, vector, top_k=args.top_k if args.rerank else args.top_n)
+    finally:
+        access.close()
     if not args.rerank:
         return hits[: args.top_n], fingerprint
     from qwen3_rag.prompts import DEFAULT_RERANKER_MODEL
@@ -112,6 +146,8 @@ def hit_json(rank: int, hit: Any) -> dict[str, Any]:
         "source": display_path(hit.source),
         "title": hit.title,
         "chunk": hit.chunk,
+        "page": hit.page,
+        "position": hit.position,
         "score": round(hit.score, 6),
         "similarity": round(hit.similarity, 6),
         "rerank_score": None if hit.rerank_score is None else round(hit.rerank_score, 6),
@@ -137,7 +173,7 @@ def run_search(opts: Resolved, console: Console) -> int:
         print(json.dumps(payload, ensure_ascii=False, indent=2), file=console.out)
         return 0
     for rank, hit in enumerate(hits, 1):
-        print(f"[{rank}] {display_path(hit.source)}  chunk {hit.chunk}  {score_line(hit)}", file=console.out)
+        print(f"[{rank}] {hit.location}  chunk {hit.chunk}  {score_line(hit)}", file=console.out)
         print(textwrap.indent(hit.text.strip(), "    "), file=console.out)
         print(file=console.out)
     return 0

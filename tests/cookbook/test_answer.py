@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import qwen3_rag._cpu_linear as cpu_linear
-from qwen3_rag.cli.answer import SYSTEM_PROMPT, ChatModel, build_messages, cited_numbers, strip_thinking
 from qwen3_rag._cpu_linear import PackedLinear
 from qwen3_rag._loading import ModelLoadError
+from qwen3_rag.cli.answer import SYSTEM_PROMPT, ChatModel, build_messages, cited_numbers, strip_thinking
 
 
 def test_the_prompt_numbers_the_passages_with_their_sources():

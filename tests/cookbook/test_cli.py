@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import chromadb
-import pytest
 from chromadb.config import Settings
 
 from qwen3_rag import testing
@@ -17,6 +16,7 @@ from qwen3_rag.cli import indexing
 from qwen3_rag.cli.chunking import chunk_text
 from qwen3_rag.embedder import Qwen3Embedder
 from qwen3_rag.prompts import DEFAULT_INSTRUCTION
+from tests.cookbook.spies import count_document_embeddings
 
 
 def open_collection(db: Path):
@@ -30,19 +30,6 @@ def chunks_by_file(db: Path) -> dict[str, set[str]]:
     for id_, meta in zip(held["ids"], held["metadatas"], strict=True):
         out.setdefault(Path(meta["source"]).name, set()).add(id_)
     return out
-
-
-def count_document_embeddings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record how many texts each embed_documents call receives."""
-    calls: list[int] = []
-    original = Qwen3Embedder.embed_documents
-
-    def spy(self, texts, **kwargs):
-        calls.append(len(texts))
-        return original(self, texts, **kwargs)
-
-    monkeypatch.setattr(Qwen3Embedder, "embed_documents", spy)
-    return calls
 
 
 # ---------------------------------------------------------------------------------------------- index + search
@@ -162,21 +149,22 @@ def test_chunks_are_counted_in_the_embedders_tokens_and_new_settings_rechunk(
 
 def test_an_interrupted_run_keeps_written_files_and_resumes(qwen3_rag, corpus, cli_env, monkeypatch):
     written = []
-    original = indexing.write_file
+    original = indexing.write_group
 
-    def interrupt_on_second_file(collection, item, vectors, **kwargs):
+    def interrupt_on_second_group(collection, group, vectors, **kwargs):
         if written:
             raise KeyboardInterrupt
-        original(collection, item, vectors, **kwargs)
-        written.append(item.path.name)
+        original(collection, group, vectors, **kwargs)
+        written.extend(item.path.name for item in group)
 
-    monkeypatch.setattr(indexing, "write_file", interrupt_on_second_file)
+    monkeypatch.setattr(indexing, "WRITE_CHUNKS", 1)  # one file per group: it counts as done once stored
+    monkeypatch.setattr(indexing, "write_group", interrupt_on_second_group)
     stopped = qwen3_rag("index", corpus)
     assert stopped.code == 130
     assert "interrupted: 1 of 3 files were written and are kept" in stopped.err
     assert set(chunks_by_file(cli_env)) == set(written)
 
-    monkeypatch.setattr(indexing, "write_file", original)
+    monkeypatch.setattr(indexing, "write_group", original)
     calls = count_document_embeddings(monkeypatch)
     resumed = qwen3_rag("index", corpus)
     assert resumed.code == 0
@@ -278,7 +266,8 @@ def test_an_empty_folder_is_a_usage_error(qwen3_rag, tmp_path, cli_env):
     (tmp_path / "empty" / "data.json").write_text("{}")
     result = qwen3_rag("index", tmp_path / "empty")
     assert result.code == 2
-    assert "holds no files to index (looked for .htm, .html, .markdown, .md" in result.err
+    assert f"no files to index in {tmp_path / 'empty'} (looked for .adoc .asciidoc .docx .htm" in result.err
+    assert "and source code; see `qwen3-rag index --help`)" in result.err
     assert not cli_env.exists()
 
 

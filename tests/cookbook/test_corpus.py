@@ -1,5 +1,5 @@
-"""What ``qwen3-rag index`` reads and how it names it: file discovery, text extraction, the ids (the chunker has
-tests/cookbook/test_chunking.py)."""
+"""What ``qwen3-rag index`` reads and how it names it: text extraction, the ids (the chunker has
+tests/cookbook/test_chunking.py; file discovery test_files.py; PDF, Word and other formats test_loaders.py)."""
 
 from __future__ import annotations
 
@@ -9,40 +9,10 @@ import pytest
 
 from qwen3_rag import testing
 from qwen3_rag.cli.chunking import chunking_version
-from qwen3_rag.cli.errors import UsageError
 from qwen3_rag.cli.indexing import chunk_id, file_version
-from qwen3_rag.cli.loaders import SkippedFile, find_files, html_to_text, read_text, title_of
+from qwen3_rag.cli.loaders import SkippedFile, html_to_text, read_document, title_of
 
 DATA = Path(__file__).resolve().parents[2] / "cookbook" / "data"
-
-
-def test_folders_yield_supported_files_sorted_without_hidden_ones(tmp_path):
-    for name in ["b.md", "a.txt", "sub/c.rst", "page.html", "data.json", ".hidden.md", ".git/x.md", "img.png"]:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("x")
-    found = [p.relative_to(tmp_path.resolve()).as_posix() for p in find_files([tmp_path])]
-    assert found == ["a.txt", "b.md", "page.html", "sub/c.rst"]
-
-
-def test_a_file_named_explicitly_is_read_whatever_its_suffix_and_listed_once(tmp_path):
-    notes = tmp_path / "NOTES"
-    notes.write_text("plain text")
-    (tmp_path / "a.md").write_text("x")
-    assert find_files([notes, tmp_path / "a.md", tmp_path]) == [notes.resolve(), (tmp_path / "a.md").resolve()]
-
-
-def test_the_sample_corpus_is_found_without_its_questions_file():
-    names = {p.name for p in find_files([DATA])}
-    assert len(names) >= 15
-    assert "questions.json" not in names
-    assert {Path(n).suffix for n in names} == {".md", ".txt"}
-
-
-def test_missing_paths_and_empty_folders_are_usage_errors(tmp_path):
-    with pytest.raises(UsageError, match="no such file or folder"):
-        find_files([tmp_path / "missing"])
-    with pytest.raises(UsageError, match="holds no files to index"):
-        find_files([tmp_path])
 
 
 def test_binary_non_utf8_and_empty_files_are_skipped_with_a_reason(tmp_path):
@@ -51,14 +21,14 @@ def test_binary_non_utf8_and_empty_files_are_skipped_with_a_reason(tmp_path):
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
         with pytest.raises(SkippedFile) as info:
-            read_text(tmp_path / name)
+            read_document(tmp_path / name)
         reasons[name] = str(info.value)
     assert reasons == {"bin.txt": "binary file", "latin.txt": "not UTF-8 text (byte 1)", "blank.md": "empty file"}
 
 
 def test_text_is_decoded_with_bom_and_newlines_normalised(tmp_path):
     (tmp_path / "a.txt").write_bytes(b"\xef\xbb\xbfline one\r\nline two\r")
-    assert read_text(tmp_path / "a.txt") == "line one\nline two\n"
+    assert read_document(tmp_path / "a.txt").text == "line one\nline two\n"
 
 
 def test_html_keeps_visible_text_in_paragraphs():

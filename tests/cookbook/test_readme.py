@@ -62,3 +62,24 @@ def test_make_demo_indexes_the_sample_corpus_and_asks_with_the_cli():
     assert index.paths == ["cookbook/data"]
     assert index.db == ask.db
     assert ask.query == "How does Matryoshka truncation change an embedding?"
+
+
+def test_the_cli_section_names_only_suffixes_the_cli_reads_and_every_kind_it_reads():
+    from qwen3_rag.cli.loaders import SUPPORTED_SUFFIXES
+
+    cli = section("The command line: a local RAG in three commands")
+    named = set(re.findall(r"`(\.[a-z0-9]+)`", cli)) | set(re.findall(r"`\.[a-z]+`/`(\.[a-z]+)`", cli))
+    assert named and named <= SUPPORTED_SUFFIXES, named - SUPPORTED_SUFFIXES
+    assert {".pdf", ".docx", ".html", ".md", ".py"} <= named
+    for promise in ["--no-prune", "mirrors the folders given", "One `index` run per database at a time", "p. 3"]:
+        assert promise in cli
+
+
+def test_index_help_describes_formats_provenance_pruning_and_locking(capsys):
+    from qwen3_rag.cli import main
+
+    assert main(["index", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for promise in [".pdf", ".docx", ".py", 'pip install "qwen3-rag[documents]"', "pages (PDF) or lines",
+                    "--no-prune", "a second waits for the first", "search and ask keep working"]:  # fmt: skip
+        assert promise in text, promise
