@@ -11,7 +11,7 @@ from qwen3_rag.cli import store
 from qwen3_rag.cli.console import Console, display_path
 from qwen3_rag.cli.errors import UsageError
 from qwen3_rag.cli.fingerprint import Fingerprint, load_embedder
-from qwen3_rag.cli.options import Resolved
+from qwen3_rag.cli.options import EmbeddingRequest, Resolved
 from qwen3_rag.embedder import Qwen3Embedder
 
 
@@ -29,6 +29,18 @@ class Hit:
     def score(self) -> float:
         return self.similarity if self.rerank_score is None else self.rerank_score
 
+    @classmethod
+    def from_record(cls, id_: str, text: str, metadata: dict[str, Any], similarity: float) -> Hit:
+        """A hit from a stored chunk: its id, text and metadata as the collection holds them."""
+        return cls(
+            id=id_,
+            source=metadata.get("source", "?"),
+            title=metadata.get("title", ""),
+            chunk=int(metadata.get("chunk", 0)),
+            text=text,
+            similarity=similarity,
+        )
+
 
 def search(collection: Any, embedder: Qwen3Embedder, fingerprint: Fingerprint, query: str, *, top_k: int) -> list[Hit]:
     """The ``top_k`` nearest chunks by cosine similarity, best first."""
@@ -39,21 +51,12 @@ def search(collection: Any, embedder: Qwen3Embedder, fingerprint: Fingerprint, q
     result = collection.query(
         query_embeddings=[vector], n_results=min(top_k, count), include=["documents", "metadatas", "distances"]
     )
-    hits = []
-    for id_, text, meta, distance in zip(
-        result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0], strict=False
-    ):
-        hits.append(
-            Hit(
-                id=id_,
-                source=meta.get("source", "?"),
-                title=meta.get("title", ""),
-                chunk=int(meta.get("chunk", 0)),
-                text=text,
-                similarity=1.0 - float(distance),
-            )
+    return [
+        Hit.from_record(id_, text, meta, 1.0 - float(distance))
+        for id_, text, meta, distance in zip(
+            result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0], strict=False
         )
-    return hits
+    ]
 
 
 def rerank(reranker: Any, query: str, hits: list[Hit], *, top_n: int) -> list[Hit]:
@@ -69,40 +72,52 @@ def rerank(reranker: Any, query: str, hits: list[Hit], *, top_n: int) -> list[Hi
     return out
 
 
-def retrieve(opts: Resolved, console: Console) -> tuple[list[Any], Any]:
-    args = opts.args
-    if not args.query.strip():
-        raise UsageError("the question is empty")
-    if args.rerank and args.top_n > args.top_k:
-        raise UsageError(f"--top-n ({args.top_n}) cannot exceed --top-k ({args.top_k}): rerank more candidates")
+def open_index(opts: Resolved, request: EmbeddingRequest | None = None) -> tuple[Any, Qwen3Embedder, Fingerprint]:
+    """The collection named by --db and --collection, and an embedder whose vectors match it (``request``: the
+    embedding options asked for, by default those given on the command line)."""
     db = opts.value("db", store.DEFAULT_DB)
     name = opts.value("collection", store.DEFAULT_COLLECTION)
     where = store.index_label(db, name)
     client = store.open_client(db, create=False)
     collection = store.require_collection(client, name, db)
     recorded = store.recorded_fingerprint(collection, where)
-    embedder, fingerprint = load_embedder(opts.embedding_request(), recorded, where)
-    hits = search(collection, embedder, fingerprint, args.query, top_k=args.top_k if args.rerank else args.top_n)
-    del embedder
-    if not args.rerank:
-        return hits[: args.top_n], fingerprint
+    embedder, fingerprint = load_embedder(opts.embedding_request() if request is None else request, recorded, where)
+    return collection, embedder, fingerprint
+
+
+def load_reranker(opts: Resolved, instruction: str) -> Any:
+    """The reranker of --reranker-model (or --reranker-url) with ``instruction`` ('' for the reranker's default)."""
     from qwen3_rag.prompts import DEFAULT_RERANKER_MODEL
     from qwen3_rag.reranker import Qwen3Reranker
 
     try:
-        reranker = Qwen3Reranker(
+        return Qwen3Reranker(
             opts.value("reranker_model", DEFAULT_RERANKER_MODEL),
             device=opts.value("device"),
             dtype=opts.dtype(),
-            instruction=fingerprint.instruction or None,
-            batch_size=max(1, args.batch_size // 2),
-            max_length=args.max_length,
+            instruction=instruction or None,
+            batch_size=max(1, opts.args.batch_size // 2),
+            max_length=opts.args.max_length,
             show_progress=False,
             base_url=opts.value("reranker_url"),
             api_key=opts.value("api_key"),
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+
+
+def retrieve(opts: Resolved, console: Console) -> tuple[list[Any], Any]:
+    args = opts.args
+    if not args.query.strip():
+        raise UsageError("the question is empty")
+    if args.rerank and args.top_n > args.top_k:
+        raise UsageError(f"--top-n ({args.top_n}) cannot exceed --top-k ({args.top_k}): rerank more candidates")
+    collection, embedder, fingerprint = open_index(opts)
+    hits = search(collection, embedder, fingerprint, args.query, top_k=args.top_k if args.rerank else args.top_n)
+    del embedder
+    if not args.rerank:
+        return hits[: args.top_n], fingerprint
+    reranker = load_reranker(opts, fingerprint.instruction)
     return rerank(reranker, args.query, hits, top_n=args.top_n), fingerprint
 
 
