@@ -58,6 +58,8 @@ class Result:
     """Per task label: ``{"questions": n, "metrics": {...}}``."""
     per_question: dict[str, dict[str, float]] = field(repr=False)
     """Per question (its position in :attr:`Report.questions`, as a string): its metrics."""
+    rankings: dict[str, list[str]] = field(repr=False)
+    """Per question, as in :attr:`per_question`: the sources of the chunks it ranked, best first."""
 
 
 @dataclass
@@ -236,7 +238,7 @@ class Report:
         figure.legend(handles=handles, loc="outside right upper", fontsize="small")
         figure.suptitle(f"{self.fingerprint.model}: retrieval quality by Matryoshka size", fontsize="medium")
         try:
-            figure.savefig(path, dpi=120)
+            figure.savefig(path, format=path.suffix.lower().lstrip("."), dpi=120)
         except OSError as exc:
             raise UsageError(f"cannot write the plot to {path}: {exc.strerror or exc}") from None
         return path
@@ -377,6 +379,7 @@ def measure(opts: Resolved, console: Console) -> Report:
                     for t, ids in tasks.items()
                 },
                 per_question,
+                rankings[configuration],
             )
         )
     return Report(

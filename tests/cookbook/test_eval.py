@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import struct
 import subprocess
 import sys
@@ -406,7 +407,7 @@ def test_the_plot_draws_each_metric_with_and_without_reranking(cli_env, indexed,
     drawing = report.plot(tmp_path / "quality.svg").read_text(encoding="utf-8")
     for label in [*report.metric_names, "retrieval", "+ rerank", "A: (no instruction)", "dimensions"]:
         assert f"<!-- {label} -->" in drawing, label  # matplotlib writes each text as a comment
-    assert drawing.count('stroke-dasharray') >= len(report.metric_names)  # the reranked lines are dashed
+    assert drawing.count("stroke-dasharray") >= len(report.metric_names)  # the reranked lines are dashed
 
 
 def test_plot_into_a_missing_folder_is_refused_before_measuring(qwen3_rag, indexed, questions_file, tmp_path):
@@ -594,3 +595,19 @@ def test_stored_chunks_are_read_whole_across_pages(qwen3_rag, indexed, cli_env):
     assert paged.ids == whole.ids and paged.documents == whole.documents
     np.testing.assert_array_equal(paged.vectors, whole.vectors)
     assert paged.dimensions == 64
+
+
+def test_the_readme_eval_commands_parse_and_its_sample_is_labelled():
+    from qwen3_rag.cli.options import build_parser
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Measuring retrieval on your own questions") :]
+    section = section[: section.index("\n## ")]
+    commands = [line.split("  #")[0].removeprefix("$ ") for line in section.splitlines() if "qwen3-rag eval " in line]
+    commands = [c for c in commands if c.startswith("qwen3-rag eval ")]
+    assert len(commands) >= 4
+    parser = build_parser()
+    for command in commands:
+        args = parser.parse_args(shlex.split(command)[1:])
+        assert args.command == "eval" and args.questions.endswith("questions.json")
+    assert "from the tiny random test checkpoints" in section
