@@ -177,7 +177,8 @@ class Report:
             f"embedding and search{f', then reranking {self.top_k} candidates' if reranked else ''}."
         )
         head = (
-            f"{len(self.questions)} questions ({self.questions_file}) against {self.index}: {self.chunks} chunks, "
+            f"{_count(len(self.questions), 'question')} ({self.questions_file}) against {self.index}: "
+            f"{_count(self.chunks, 'chunk')}, "
             f"model {self.fingerprint.model}, {self.fingerprint.dimensions} dimensions stored"
         )
         return "\n".join(
@@ -244,6 +245,10 @@ class Report:
         return path
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _letter(i: int) -> str:
     return chr(ord("A") + i) if i < 26 else f"I{i + 1}"
 
@@ -306,7 +311,7 @@ def measure(opts: Resolved, console: Console) -> Report:
 
     collection, embedder, fingerprint = open_index(opts, _index_request(opts))
     where = index_label(opts.value("db", DEFAULT_DB), opts.value("collection", DEFAULT_COLLECTION))
-    sizes = _check_sizes(asked_sizes, embedder, fingerprint, opts)
+    sizes = _check_sizes(asked_sizes, embedder, fingerprint)
     instructions = asked_instructions if asked_instructions is not None else [fingerprint.instruction]
     smaller = [d for d in sizes if d != fingerprint.dimensions]
     stored = StoredChunks.read(collection, vectors=bool(smaller), documents=bool(smaller) and args.rerank)
@@ -336,7 +341,8 @@ def measure(opts: Resolved, console: Console) -> Report:
     rankings: dict[Configuration, dict[str, list[str]]] = {c: {} for c in configurations}
     times: dict[Configuration, list[float]] = {c: [] for c in configurations}
     console.status(
-        f"Evaluating {len(scored)} questions: {len(sizes)} size(s) x {len(instructions)} instruction(s)"
+        f"Evaluating {_count(len(scored), 'question')}: {_count(len(sizes), 'size')} x "
+        f"{_count(len(instructions), 'instruction')}"
         f"{', with and without reranking' if args.rerank else ''}"
     )
     with tqdm(
@@ -360,28 +366,7 @@ def measure(opts: Resolved, console: Console) -> Report:
                     times[configuration].append(seconds)
                 bar.update()
 
-    relevant = {str(i): m.relevant for i, m in enumerate(scored)}
-    tasks: dict[str, list[str]] = {}
-    for i, m in enumerate(scored):
-        if m.question.task:
-            tasks.setdefault(m.question.task, []).append(str(i))
-    names = metrics.metric_names(ks)
-    results = []
-    for configuration in configurations:
-        per_question = metrics.score(rankings[configuration], relevant, ks)
-        results.append(
-            Result(
-                configuration,
-                metrics.mean(per_question, list(relevant), names),
-                metrics.latency(times[configuration]),
-                {
-                    t: {"questions": len(ids), "metrics": metrics.mean(per_question, ids, names)}
-                    for t, ids in tasks.items()
-                },
-                per_question,
-                rankings[configuration],
-            )
-        )
+    results = _results(configurations, rankings, times, scored, ks)
     return Report(
         questions_file=display_path(args.questions),
         index=where,
@@ -393,6 +378,39 @@ def measure(opts: Resolved, console: Console) -> Report:
         top_k=args.top_k,
         results=results,
     )
+
+
+def _results(
+    configurations: Sequence[Configuration],
+    rankings: Mapping[Configuration, dict[str, list[str]]],
+    times: Mapping[Configuration, list[float]],
+    scored: Sequence[Matched],
+    ks: Sequence[int],
+) -> list[Result]:
+    """The metrics of every configuration: over all questions, per task, per question; and its latency."""
+    relevant = {str(i): m.relevant for i, m in enumerate(scored)}
+    tasks: dict[str, list[str]] = {}
+    for i, m in enumerate(scored):
+        if m.question.task:
+            tasks.setdefault(m.question.task, []).append(str(i))
+    names = metrics.metric_names(ks)
+    results = []
+    for configuration in configurations:
+        per_question = metrics.score(rankings[configuration], relevant, ks)
+        by_task = {
+            t: {"questions": len(ids), "metrics": metrics.mean(per_question, ids, names)} for t, ids in tasks.items()
+        }
+        results.append(
+            Result(
+                configuration,
+                metrics.mean(per_question, list(relevant), names),
+                metrics.latency(times[configuration]),
+                by_task,
+                per_question,
+                rankings[configuration],
+            )
+        )
+    return results
 
 
 @dataclass
@@ -459,9 +477,7 @@ def _sizes(opts: Resolved) -> tuple[list[int], str] | None:
     return sizes, setting.origin
 
 
-def _check_sizes(
-    asked: tuple[list[int], str] | None, embedder: Any, fingerprint: Fingerprint, opts: Resolved
-) -> list[int]:
+def _check_sizes(asked: tuple[list[int], str] | None, embedder: Any, fingerprint: Fingerprint) -> list[int]:
     if asked is None:
         return [fingerprint.dimensions]
     sizes, origin = asked

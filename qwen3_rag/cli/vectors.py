@@ -14,7 +14,7 @@ from qwen3_rag.cli.errors import UsageError
 from qwen3_rag.cli.search import Hit
 from qwen3_rag.embedder import _normalise
 
-PAGE = 1000
+PAGE = 5000
 """Chunks read per ``collection.get`` call."""
 
 
