@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from qwen3_rag.cli import store
-from qwen3_rag.cli.chunking import chunk_file
+from qwen3_rag.cli.chunking import (
+    MARKDOWN_SUFFIXES,
+    check_chunking,
+    chunk_text,
+    chunking_version,
+    embedder_tokenizer,
+)
 from qwen3_rag.cli.console import Console, display_path
 from qwen3_rag.cli.errors import UsageError
 from qwen3_rag.cli.fingerprint import Fingerprint, load_embedder
@@ -30,11 +36,8 @@ def run_index(opts: Resolved, console: Console) -> int:
     from tqdm.auto import tqdm
 
     args = opts.args
+    check_chunking(args.chunk_size, args.chunk_overlap, max_length=args.max_length)
     files = find_files(args.paths)
-    if args.chunk_overlap >= args.chunk_size:
-        raise UsageError(
-            f"--chunk-overlap ({args.chunk_overlap}) must be smaller than --chunk-size ({args.chunk_size})"
-        )
     db = opts.value("db", store.DEFAULT_DB)
     name = opts.value("collection", store.DEFAULT_COLLECTION)
     where = store.index_label(db, name)
@@ -46,7 +49,10 @@ def run_index(opts: Resolved, console: Console) -> int:
         collection = store.create_collection(client, name, fingerprint, embedder)
 
     report = IndexReport()
-    planned = plan(collection, files, chunk_size=args.chunk_size, overlap=args.chunk_overlap, report=report)
+    planned = plan(
+        collection, files, embedder_tokenizer(embedder), chunk_size=args.chunk_size, overlap=args.chunk_overlap,
+        report=report,
+    )  # fmt: skip
     total = sum(len(p.missing) for p in planned)
     console.status(
         f"{len(files)} files: {len(planned)} to index ({total} chunks), {len(report.unchanged)} unchanged, "
@@ -117,9 +123,11 @@ class IndexReport:
 
 
 def plan(
-    collection: Any, files: list[Path], *, chunk_size: int, overlap: int, report: IndexReport
+    collection: Any, files: list[Path], tokenizer: Any, *, chunk_size: int, overlap: int, report: IndexReport
 ) -> list[PlannedFile]:
-    """Read and chunk every file, and compare it with what the collection already holds."""
+    """Read and chunk every file (in tokens of ``tokenizer``, the embedder's), and compare it with what the
+    collection already holds."""
+    chunking = chunking_version(tokenizer, chunk_size=chunk_size, overlap=overlap)
     planned = []
     for path in files:
         try:
@@ -128,8 +136,14 @@ def plan(
             report.skipped.append((path, str(exc)))
             continue
         source = source_key(path)
-        version = file_version(text, chunk_size=chunk_size, overlap=overlap)
-        texts = [c.text for c in chunk_file(text, chunk_size=chunk_size, overlap=overlap)]
+        version = file_version(text, chunking=chunking)
+        markdown = path.suffix.lower() in MARKDOWN_SUFFIXES
+        try:
+            chunks = chunk_text(text, tokenizer, chunk_size=chunk_size, overlap=overlap, markdown=markdown)
+        except UsageError as exc:  # text the tokenizer cannot read (a lone surrogate): this file only
+            report.skipped.append((path, str(exc)))
+            continue
+        texts = [c.text for c in chunks]
         ids = [chunk_id(source, version, i) for i in range(len(texts))]
         held = collection.get(where={"source": source}, include=[])["ids"]
         wanted, have = set(ids), set(held)
@@ -229,9 +243,10 @@ def ray_embed(
 # -------------------------------------------------------------------------------------------------- hashes
 
 
-def file_version(text: str, *, chunk_size: int, overlap: int) -> str:
-    """A hash of the text and the chunking settings: a new value means new chunks."""
-    digest = hashlib.sha256(f"chunking:{chunk_size}:{overlap}\n".encode())
+def file_version(text: str, *, chunking: str) -> str:
+    """A hash of the text and of what else its chunks depend on (``chunking_version``: settings, tokenizer,
+    splitter): a new value means new chunks."""
+    digest = hashlib.sha256(f"{chunking}\n".encode())
     digest.update(text.encode("utf-8"))
     return digest.hexdigest()
 

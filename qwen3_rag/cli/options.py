@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qwen3_rag import __version__
-from qwen3_rag.cli.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
+from qwen3_rag.cli.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE
 from qwen3_rag.cli.console import PROG
 from qwen3_rag.cli.errors import UsageError
 from qwen3_rag.cli.loaders import SUPPORTED_SUFFIXES
@@ -209,20 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scale.add_argument("--ray-actors", type=_positive, default=1, metavar="N", help="actors, one model each (1)")
     scale.add_argument("--ray-gpus", type=float, default=0, metavar="G", help="GPUs per actor (0: CPU)")
-    chunking = index.add_argument_group("chunking")
+    chunking = index.add_argument_group("chunking (in tokens of the embedding model's tokenizer)")
     chunking.add_argument(
         "--chunk-size",
         type=_positive,
         default=DEFAULT_CHUNK_SIZE,
-        metavar="WORDS",
-        help=f"words per chunk ({DEFAULT_CHUNK_SIZE})",
+        metavar="TOKENS",
+        help=f"most tokens per chunk, {MIN_CHUNK_SIZE} to --max-length - 1 ({DEFAULT_CHUNK_SIZE}); chunks end at "
+        "paragraph, sentence or word boundaries in any script",
     )
     chunking.add_argument(
         "--chunk-overlap",
         type=_non_negative,
         default=DEFAULT_CHUNK_OVERLAP,
-        metavar="WORDS",
-        help=f"words repeated from the previous chunk ({DEFAULT_CHUNK_OVERLAP})",
+        metavar="TOKENS",
+        help=f"most tokens repeated from the end of the previous chunk ({DEFAULT_CHUNK_OVERLAP})",
     )
     _add_common(index)
 

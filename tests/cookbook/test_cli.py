@@ -14,6 +14,7 @@ from chromadb.config import Settings
 
 from qwen3_rag import testing
 from qwen3_rag.cli import indexing
+from qwen3_rag.cli.chunking import chunk_text
 from qwen3_rag.embedder import Qwen3Embedder
 from qwen3_rag.prompts import DEFAULT_INSTRUCTION
 
@@ -133,16 +134,30 @@ def test_a_changed_file_replaces_only_its_own_chunks(qwen3_rag, corpus, cli_env)
     assert texts == ["Rye bread is dense and dark. It keeps for a week."]
 
 
-def test_new_chunking_settings_rechunk_the_files(qwen3_rag, tmp_path, cli_env):
+def stored_texts(db: Path, name: str) -> list[str]:
+    """The chunks of the file called ``name``, in chunk order."""
+    held = open_collection(db).get(include=["metadatas", "documents"])
+    rows = zip(held["metadatas"], held["documents"], strict=True)
+    return [text for _, text in sorted((m["chunk"], t) for m, t in rows if Path(m["source"]).name == name)]
+
+
+def test_chunks_are_counted_in_the_embedders_tokens_and_new_settings_rechunk(
+    qwen3_rag, tmp_path, cli_env, tiny_embedding_path
+):
     doc = tmp_path / "long.md"
-    doc.write_text(" ".join(f"Sentence number {i} is here." for i in range(40)), encoding="utf-8")
-    assert qwen3_rag("index", doc, "--chunk-size", "40", "--chunk-overlap", "0").code == 0
-    coarse = chunks_by_file(cli_env)["long.md"]
-    assert qwen3_rag("index", doc, "--chunk-size", "20", "--chunk-overlap", "5").code == 0
-    fine = chunks_by_file(cli_env)["long.md"]
-    assert len(coarse) == 5
-    assert len(fine) > len(coarse)
-    assert fine.isdisjoint(coarse)
+    text = " ".join(f"Sentence number {i} is here." for i in range(40))
+    doc.write_text(text, encoding="utf-8")
+    assert qwen3_rag("index", doc, "--chunk-size", "64", "--chunk-overlap", "0").code == 0
+    coarse_ids, coarse = chunks_by_file(cli_env)["long.md"], stored_texts(cli_env, "long.md")
+    assert qwen3_rag("index", doc, "--chunk-size", "32", "--chunk-overlap", "8").code == 0
+    fine_ids, fine = chunks_by_file(cli_env)["long.md"], stored_texts(cli_env, "long.md")
+    embedder = Qwen3Embedder(tiny_embedding_path, device="cpu")
+    for size, overlap, texts in ((64, 0, coarse), (32, 8, fine)):
+        expected = chunk_text(text, embedder.tokenizer, chunk_size=size, overlap=overlap, markdown=True)
+        assert texts == [c.text for c in expected]
+        assert max(len(ids) - 1 for ids in embedder.tokenize(texts)) <= size  # tokenize() adds <|endoftext|>
+    assert 1 < len(coarse) < len(fine)
+    assert fine_ids.isdisjoint(coarse_ids)
 
 
 def test_an_interrupted_run_keeps_written_files_and_resumes(qwen3_rag, corpus, cli_env, monkeypatch):
@@ -321,7 +336,15 @@ def test_a_model_that_cannot_load_exits_1_with_the_reason(qwen3_rag, corpus, tmp
 def test_bad_arguments_exit_2(qwen3_rag, corpus, monkeypatch):
     assert qwen3_rag("index").code == 2
     assert qwen3_rag("search", "q", "--top-k", "0").code == 2
-    assert qwen3_rag("index", corpus, "--chunk-size", "10", "--chunk-overlap", "10").code == 2
+    assert qwen3_rag("index", corpus, "--chunk-size", "20", "--chunk-overlap", "20").code == 2
+    for flags, message in (
+        (["--chunk-size", "8"], "--chunk-size must be at least 16 tokens"),
+        (["--chunk-size", "600", "--max-length", "512"], "--chunk-size (600 tokens) must be at most --max-length - 1"),
+        (["--chunk-size", "64", "--chunk-overlap", "64"], "--chunk-overlap must be between 0 and --chunk-size - 1"),
+    ):
+        refused = qwen3_rag("index", corpus, *flags)
+        assert (refused.code, refused.err.count("\n")) == (2, 1)
+        assert message in refused.err
     too_small = qwen3_rag("index", corpus, "--dimensions", "16")
     assert too_small.code == 2
     assert "--dimensions must be between 32 and 64" in too_small.err

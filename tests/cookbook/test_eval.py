@@ -185,7 +185,7 @@ QUESTIONS = [
     {"question": "dedupe a python list keeping order", "relevant": ["code/dedupe.md"], "task": "code"},
     {"question": "what do worms do in compost", "relevant": ["compost.txt"]},
 ]
-CHUNKING = ("--chunk-size", "12", "--chunk-overlap", "0")  # several chunks per file: repeats matter
+CHUNKING = ("--chunk-size", "24", "--chunk-overlap", "0")  # several chunks per file: repeats matter
 
 
 @pytest.fixture
