@@ -62,7 +62,7 @@ def sockets(monkeypatch, tiny_models_env):
 MARKERS = {
     "langchain_rag": ["25 documents", "[1] ", "relevant document ranked first: retriever"],
     "llama_index_rag": ["25 documents", "[1] ", "relevant document ranked first"],
-    "matryoshka_dimensions": ["largest difference, by hand vs dimensions=32", "exact search over the stored", "GiB per 1M"],
+    "matryoshka_dimensions": ["largest difference, by hand vs dimensions=32", "exact search over the", "GiB per 1M"],
     "instructions": ["Instruct: Given a shopping query", "shopping queries", "code:"],
 }
 
