@@ -3,6 +3,7 @@
     qwen3-rag index PATH...        read documents (text, Markdown, HTML, PDF, Word, code), chunk, embed, store in --db
     qwen3-rag search "question"    retrieve --top-k chunks, rerank to --top-n, print source, chunk and score
     qwen3-rag ask "question"       search, then answer with a local chat model, citing the sources
+    qwen3-rag eval QUESTIONS       score retrieval on your own questions: sizes, instructions, reranking
 
 Every model, the database, the Matryoshka size, device and dtype can also be set through environment variables
 (``QWEN3_RAG_EMBEDDING_MODEL``, ``QWEN3_RAG_RERANKER_MODEL``, ``QWEN3_RAG_LLM``, ``QWEN3_RAG_DB``, ...), so an
@@ -32,6 +33,10 @@ def _command(name: str) -> Callable[[Resolved, Console], int]:
         from qwen3_rag.cli.search import run_search
 
         return run_search
+    if name == "eval":
+        from qwen3_rag.cli.evaluate import run_eval
+
+        return run_eval
     from qwen3_rag.cli.answer import run_ask
 
     return run_ask

@@ -43,7 +43,8 @@ def _fill(text: str) -> str:
     return textwrap.fill(text, width=100)
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def _add_common(parser: argparse.ArgumentParser, *, sweep: bool = False) -> None:
+    """The index, embedding and hardware options; ``sweep`` (eval) takes several sizes and instructions."""
     from qwen3_rag.cli.store import DEFAULT_COLLECTION, DEFAULT_DB
 
     store = parser.add_argument_group("index")
@@ -60,17 +61,32 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help=f"Qwen3-Embedding Hub id or local folder [${ENV['embedding_model']}; default: the index's own model, "
         "or Qwen/Qwen3-Embedding-0.6B for a new index]",
     )
-    models.add_argument(
-        "--dimensions",
-        metavar="N",
-        help=f"Matryoshka size, 32..hidden size [${ENV['dimensions']}; default: the index's, or the full size]",
-    )
-    models.add_argument(
-        "--instruction",
-        metavar="TEXT",
-        help=f"task instruction for queries, '' for none [${ENV['instruction']}; default: the index's, "
-        "or the web-search task]",
-    )
+    if sweep:
+        models.add_argument(
+            "--dimensions",
+            metavar="N[,N...]",
+            help="Matryoshka sizes to evaluate from the stored vectors, 32..the index's size, comma-separated "
+            f"[${ENV['dimensions']}; default: the index's]",
+        )
+        models.add_argument(
+            "--instruction",
+            action="append",
+            metavar="TEXT",
+            help=f"a query instruction to evaluate, '' for none; repeat for several [${ENV['instruction']}; "
+            "default: the index's]",
+        )
+    else:
+        models.add_argument(
+            "--dimensions",
+            metavar="N",
+            help=f"Matryoshka size, 32..hidden size [${ENV['dimensions']}; default: the index's, or the full size]",
+        )
+        models.add_argument(
+            "--instruction",
+            metavar="TEXT",
+            help=f"task instruction for queries, '' for none [${ENV['instruction']}; default: the index's, "
+            "or the web-search task]",
+        )
     models.add_argument(
         "--embedding-url",
         metavar="URL",
@@ -91,13 +107,21 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines")
 
 
-def _add_retrieval(parser: argparse.ArgumentParser, *, top_n: int) -> None:
+def _add_retrieval(parser: argparse.ArgumentParser, *, top_n: int | None) -> None:
+    """The retrieval and reranking options; ``top_n=None`` (eval, which ranks as deep as its cut-offs) has no
+    --top-n."""
     group = parser.add_argument_group("retrieval")
     group.add_argument("--top-k", type=_positive, default=20, metavar="K", help="candidates retrieved (20)")
+    if top_n is not None:
+        group.add_argument(
+            "--top-n", type=_positive, default=top_n, metavar="N", help=f"results kept after reranking ({top_n})"
+        )
     group.add_argument(
-        "--top-n", type=_positive, default=top_n, metavar="N", help=f"results kept after reranking ({top_n})"
+        "--no-rerank",
+        dest="rerank",
+        action="store_false",
+        help="keep the top-n by vector similarity" if top_n is not None else "evaluate retrieval alone",
     )
-    group.add_argument("--no-rerank", dest="rerank", action="store_false", help="keep the top-n by vector similarity")
     group.add_argument(
         "--reranker-model",
         metavar="ID|DIR",
@@ -119,6 +143,15 @@ def _positive(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
     return number
+
+
+def _positive_list(value: str) -> tuple[int, ...]:
+    """``1,3,5,10`` -> (1, 3, 5, 10): positive integers, sorted, without repeats."""
+    try:
+        numbers = {_positive(part.strip()) for part in value.split(",")}
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {value!r}") from None
+    return tuple(sorted(numbers))
 
 
 def _non_negative(value: str) -> int:
@@ -143,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
               {PROG} index cookbook/data
               {PROG} search "How does Matryoshka truncation work?"
               {PROG} ask "How does Matryoshka truncation work?"
+              {PROG} eval cookbook/data/questions.json --dimensions 128,256,1024 --plot quality.png
 
             environment (a flag beats its variable; HF_HUB_OFFLINE=1 keeps transformers off the network):
               {", ".join(list(ENV.values())[:5])},
@@ -243,6 +277,29 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"longest answer in tokens [${ENV['max_new_tokens']}, default 512]",
     )
     _add_common(ask)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="measure retrieval quality on your own questions",
+        description=_fill(
+            'Ask every question of a questions file (a JSON list, or JSONL, of {"question": ..., "relevant": '
+            '[file names or paths], "task": ...}) and score the files retrieved, as `search` ranks them, '
+            "with and without reranking: recall@k, MRR@10, nDCG@10 and the latency per query. Smaller Matryoshka "
+            "sizes (--dimensions 64,128) are evaluated from the stored vectors and other query instructions "
+            "(--instruction, repeatable) against the same index, without re-indexing."
+        ),
+        formatter_class=_formatter,
+    )
+    evaluate.add_argument("questions", metavar="QUESTIONS", help="the questions file (JSON or JSONL)")
+    scoring = evaluate.add_argument_group("evaluation")
+    scoring.add_argument(
+        "--k", type=_positive_list, default=(1, 3, 5, 10), metavar="K[,K...]", help="recall@k cut-offs (1,3,5,10)"
+    )
+    scoring.add_argument(
+        "--plot", metavar="FILE.png", help="draw quality against dimensions, with and without reranking (matplotlib)"
+    )
+    _add_retrieval(evaluate, top_n=None)
+    _add_common(evaluate, sweep=True)
     return parser
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +13,7 @@ from qwen3_rag.cli import lock, store
 from qwen3_rag.cli.console import Console, display_path
 from qwen3_rag.cli.errors import UsageError
 from qwen3_rag.cli.fingerprint import Fingerprint, load_embedder
-from qwen3_rag.cli.options import Resolved
+from qwen3_rag.cli.options import EmbeddingRequest, Resolved
 from qwen3_rag.embedder import Qwen3Embedder
 
 
@@ -48,6 +50,20 @@ class Hit:
             return f"{path}:{first}" if last in (None, first) else f"{path}:{first}-{last}"
         return path
 
+    @classmethod
+    def from_record(cls, id_: str, text: str, metadata: dict[str, Any] | None, similarity: float) -> Hit:
+        """A hit from a stored chunk: its id, text and metadata as the collection holds them."""
+        metadata = metadata or {}
+        return cls(
+            id=id_,
+            source=metadata.get("source", "?"),
+            title=metadata.get("title", ""),
+            chunk=int(metadata.get("chunk", 0)),
+            text=text,
+            similarity=similarity,
+            position={k: int(metadata[k]) for k in _POSITION_KEYS if isinstance(metadata.get(k), int)},
+        )
+
 
 _POSITION_KEYS = ("start", "end", "page", "page_end", "line", "line_end")
 
@@ -65,23 +81,12 @@ def nearest(collection: Any, vector: Any, *, top_k: int) -> list[Hit]:
     result = collection.query(
         query_embeddings=[vector], n_results=min(top_k, count), include=["documents", "metadatas", "distances"]
     )
-    hits = []
-    for id_, text, meta, distance in zip(
-        result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0], strict=False
-    ):
-        meta = meta or {}
-        hits.append(
-            Hit(
-                id=id_,
-                source=meta.get("source", "?"),
-                title=meta.get("title", ""),
-                chunk=int(meta.get("chunk", 0)),
-                text=text,
-                similarity=1.0 - float(distance),
-                position={k: int(meta[k]) for k in _POSITION_KEYS if isinstance(meta.get(k), int)},
-            )
+    return [
+        Hit.from_record(id_, text, meta, 1.0 - float(distance))
+        for id_, text, meta, distance in zip(
+            result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0], strict=False
         )
-    return hits
+    ]
 
 
 def rerank(reranker: Any, query: str, hits: list[Hit], *, top_n: int) -> list[Hit]:
@@ -97,47 +102,66 @@ def rerank(reranker: Any, query: str, hits: list[Hit], *, top_n: int) -> list[Hi
     return out
 
 
-def retrieve(opts: Resolved, console: Console) -> tuple[list[Any], Any]:
-    args = opts.args
-    if not args.query.strip():
-        raise UsageError("the question is empty")
-    if args.rerank and args.top_n > args.top_k:
-        raise UsageError(f"--top-n ({args.top_n}) cannot exceed --top-k ({args.top_k}): rerank more candidates")
+@contextmanager
+def reading_index(opts: Resolved, console: Console | None = None) -> Iterator[Any]:
+    """The collection named by --db and --collection, read under the shared lock (never while an index run writes)
+    through a fresh client (never a stale view of another process's writes); both are let go on leaving."""
     db = opts.value("db", store.DEFAULT_DB)
     name = opts.value("collection", store.DEFAULT_COLLECTION)
-    where = store.index_label(db, name)
     access = lock.AccessLock(store.require_db(db))
-    try:  # read under the shared lock, twice: never while an index run writes, never from a stale view
+    try:
         with access.reading(console), store.connected(db, create=False) as client:
-            recorded = store.recorded_fingerprint(store.require_collection(client, name, db), where)
-        embedder, fingerprint = load_embedder(opts.embedding_request(), recorded, where)
-        vector = embedder.embed_queries([args.query], dimensions=fingerprint.dimensions)[0]
-        del embedder
-        with access.reading(console), store.connected(db, create=False) as client:
-            collection = store.require_collection(client, name, db)
-            hits = nearest(collection, vector, top_k=args.top_k if args.rerank else args.top_n)
+            yield store.require_collection(client, name, db)
     finally:
         access.close()
-    if not args.rerank:
-        return hits[: args.top_n], fingerprint
+
+
+def index_embedder(
+    opts: Resolved, console: Console | None = None, request: EmbeddingRequest | None = None
+) -> tuple[Qwen3Embedder, Fingerprint]:
+    """An embedder whose vectors match the index's (``request``: the embedding options asked for, by default those
+    given on the command line), and the index's fingerprint. The model loads outside the lock."""
+    where = store.index_label(opts.value("db", store.DEFAULT_DB), opts.value("collection", store.DEFAULT_COLLECTION))
+    with reading_index(opts, console) as collection:
+        recorded = store.recorded_fingerprint(collection, where)
+    return load_embedder(opts.embedding_request() if request is None else request, recorded, where)
+
+
+def load_reranker(opts: Resolved, instruction: str) -> Any:
+    """The reranker of --reranker-model (or --reranker-url) with ``instruction`` ('' for the reranker's default)."""
     from qwen3_rag.prompts import DEFAULT_RERANKER_MODEL
     from qwen3_rag.reranker import Qwen3Reranker
 
     try:
-        reranker = Qwen3Reranker(
+        return Qwen3Reranker(
             opts.value("reranker_model", DEFAULT_RERANKER_MODEL),
             device=opts.value("device"),
             dtype=opts.dtype(),
-            instruction=fingerprint.instruction or None,
-            batch_size=max(1, args.batch_size // 2),
-            max_length=args.max_length,
+            instruction=instruction or None,
+            batch_size=max(1, opts.args.batch_size // 2),
+            max_length=opts.args.max_length,
             show_progress=False,
             base_url=opts.value("reranker_url"),
             api_key=opts.value("api_key"),
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    return rerank(reranker, args.query, hits, top_n=args.top_n), fingerprint
+
+
+def retrieve(opts: Resolved, console: Console) -> tuple[list[Any], Any]:
+    args = opts.args
+    if not args.query.strip():
+        raise UsageError("the question is empty")
+    if args.rerank and args.top_n > args.top_k:
+        raise UsageError(f"--top-n ({args.top_n}) cannot exceed --top-k ({args.top_k}): rerank more candidates")
+    embedder, fingerprint = index_embedder(opts, console)
+    vector = embedder.embed_queries([args.query], dimensions=fingerprint.dimensions)[0]
+    del embedder
+    with reading_index(opts, console) as collection:  # read again: the index may have changed meanwhile
+        hits = nearest(collection, vector, top_k=args.top_k if args.rerank else args.top_n)
+    if not args.rerank:
+        return hits[: args.top_n], fingerprint
+    return rerank(load_reranker(opts, fingerprint.instruction), args.query, hits, top_n=args.top_n), fingerprint
 
 
 def hit_json(rank: int, hit: Any) -> dict[str, Any]:

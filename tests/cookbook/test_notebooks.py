@@ -74,7 +74,7 @@ MARKERS = {
     ],
     "langchain_rag": ["25 documents", "[1] ", "relevant document ranked first: retriever"],
     "llama_index_rag": ["25 documents", "[1] ", "relevant document ranked first"],
-    "matryoshka_dimensions": ["largest difference, by hand vs dimensions=32", "top-5 agreement"],
+    "matryoshka_dimensions": ["largest difference, by hand vs dimensions=32", "exact search over the", "GiB per 1M"],
     "instructions": ["Instruct: Given a shopping query", "shopping queries", "code:"],
 }
 
