@@ -8,6 +8,10 @@ else -- embedding lookup, RMSNorm, rotary, attention, pooling -- runs in float32
 (and the reranker's output head tied to it) is stored in bfloat16, whose rows it only gathers, and the
 reranker's two ``yes``/``no`` head rows are read from it in float, never in int8.
 
+Activations are quantised once per hidden state: q, k and v (and gate and up) read the same tensor, and
+the next projection reuses the quantisation of the previous one (a per-thread, one-entry cache released after each
+forward pass).
+
 Kernel: oneDNN's int8 matmul with a weight re-ordered once, ``torch.ops.onednn.qlinear_pointwise`` -- the op
 PyTorch's Inductor emits for int8 CPU models, with AMX-INT8 or VNNI where the CPU has them. It takes one
 activation scale per call, so each token is quantised here onto [0, 255] between its own min and max
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 
 import torch
 
@@ -40,6 +45,41 @@ def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale = (w.abs().amax(dim=1) / 127).clamp_min(_TINY)
     q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
     return q, scale
+
+
+class _LastInput(threading.local):
+    """Per thread, the last activation quantised and its quantisation: q, k and v (and gate and up) read the same
+    hidden states, which are then quantised once instead of three (two) times."""
+
+    source: torch.Tensor | None = None
+    levels: int = 0
+    quantized: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+
+_LAST = _LastInput()
+
+
+def quantize_activations(x: torch.Tensor, in_features: int, levels: int) -> tuple[torch.Tensor, ...]:
+    """``(xq, lo, step)``: each row of ``x`` (tokens) on [0, levels] between its own min and max, as uint8.
+
+    The same tensor object given again (by the next projection of the same hidden states) is not quantised again:
+    the previous result is reused while that tensor is the last one seen in this thread (the reference held here
+    keeps its identity from being reused). Callers never modify a layer's input in place.
+    """
+    last = _LAST
+    if last.source is x and last.levels == levels and last.quantized is not None:
+        return last.quantized
+    x2 = x.reshape(-1, in_features).float()
+    lo, hi = torch.aminmax(x2, dim=1, keepdim=True)
+    step = (hi - lo).div_(levels).clamp_min_(_TINY)
+    xq = (x2 - lo).div_(step).round_().to(torch.uint8)
+    last.source, last.levels, last.quantized = x, levels, (xq, lo, step)
+    return xq, lo, step
+
+
+def forget_activations() -> None:
+    """Drop this thread's reference to the last activation (after a forward pass)."""
+    _LAST.source = _LAST.quantized = None
 
 
 class Int8Linear(torch.nn.Module):
@@ -61,10 +101,7 @@ class Int8Linear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        x2 = x.reshape(-1, self.in_features).float()
-        lo, hi = torch.aminmax(x2, dim=1, keepdim=True)
-        step = (hi - lo).div_(self.levels).clamp_min_(_TINY)
-        xq = (x2 - lo).div_(step).round_().to(torch.uint8)
+        xq, lo, step = quantize_activations(x, self.in_features, self.levels)
         y = torch.ops.onednn.qlinear_pointwise(
             xq, 1.0, 0, self.packed_weight, self.weight_scale, self.weight_zero, None, 1.0, 0, torch.float32,
             "none", [], "",
@@ -189,7 +226,14 @@ def quantize_model(model: torch.nn.Module) -> int:
         if isinstance(embeddings, torch.nn.Embedding) and embeddings.weight.dtype == torch.float32:
             embeddings.weight.data = embeddings.weight.data.to(torch.bfloat16)  # a tied head shares the Parameter
             embeddings.register_forward_hook(_as_float32)
+    # the shared-input cache holds a reference to the last activation: released when a forward pass ends
+    for module in {id(m): m for m in (model, getattr(model, "base_model", None)) if m is not None}.values():
+        module.register_forward_hook(_forget)
     return len(targets)
+
+
+def _forget(module: torch.nn.Module, args: tuple, output: object) -> None:
+    forget_activations()
 
 
 def _as_float32(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:

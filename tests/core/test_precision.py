@@ -264,6 +264,41 @@ def test_int8_linear_rows_do_not_depend_on_the_rest_of_the_batch(fresh_backend):
     torch.testing.assert_close(batched[4:], expected, rtol=1e-4, atol=1e-4)
 
 
+def test_projections_of_the_same_input_share_one_quantisation_and_it_is_released(fresh_backend, tiny_embedding_path):
+    """q, k, v (and gate, up) read the same hidden states: quantised once, results equal to separate layers; a
+    different tensor, even with equal values, is quantised anew; a forward pass leaves no activation held."""
+    if quantize.backend()[0] != "onednn":
+        pytest.skip("the shared quantisation is the oneDNN path's; this machine uses the fallback")
+    torch.manual_seed(2)
+    layers = [quantize.make_int8_linear(torch.nn.Linear(64, n)) for n in (64, 32, 32)]
+    x = torch.randn(3, 5, 64)
+    calls = []
+    original = torch.aminmax
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    with torch.inference_mode():
+        separate = []
+        for layer in layers:
+            separate.append(layer(x.clone()))  # a new tensor each time: quantised each time
+        torch.aminmax = counting
+        try:
+            shared = [layer(x) for layer in layers]
+            y = layers[0](x * 2.0)  # another input: quantised again, not the cached one
+        finally:
+            torch.aminmax = original
+    assert len(calls) == 2
+    for a, b in zip(shared, separate, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with torch.inference_mode():
+        torch.testing.assert_close(y, layers[0]((x * 2.0).clone()), rtol=0, atol=0)
+
+    embedder = Qwen3Embedder(tiny_embedding_path, device="cpu", dtype="int8")
+    embedder.embed_documents(["a document"])
+    assert quantize._LAST.source is None and quantize._LAST.quantized is None
+
 def test_a_failing_onednn_probe_falls_back_to_int_mm_and_still_meets_the_floors(
     monkeypatch, qwen_embedding_path, tmp_path, fresh_backend
 ):
