@@ -27,7 +27,11 @@ CHUNK_SIZE, OVERLAP = 512, 64
 def chinese_text(n_chars: int, seed: int = common.SEED) -> str:
     """Chinese-like prose: runs of common characters, sentences ending in 。！？，, paragraphs; no spaces."""
     rng = np.random.default_rng(seed)
-    common_chars = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革位入常文总次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几九区强放决西被干做必战先回则任取据处理府研质"
+    common_chars = (
+        "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本"
+        "去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革位入常文总"
+        "次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几九区强放决西被干做必战先回则任取据处理府研质"
+    )
     out, sentence = [], 0
     while sum(map(len, out)) < n_chars:
         n = int(rng.integers(8, 40))
@@ -41,7 +45,28 @@ def chinese_text(n_chars: int, seed: int = common.SEED) -> str:
 
 def thai_text(n_chars: int, seed: int = common.SEED) -> str:
     """Thai words in random order, no spaces (as Thai is written), a line break now and then."""
-    words = "ผึ้ง เต้นรำ เพื่อ บอก ทิศทาง และ ระยะทาง ของ ดอกไม้ แก่ เพื่อน ร่วม รัง น้ำผึ้ง หวาน บิน ไกล สวน ต้นไม้ ฤดู".split()
+    words = [
+        "ผึ้ง",
+        "เต้นรำ",
+        "เพื่อ",
+        "บอก",
+        "ทิศทาง",
+        "และ",
+        "ระยะทาง",
+        "ของ",
+        "ดอกไม้",
+        "แก่",
+        "เพื่อน",
+        "ร่วม",
+        "รัง",
+        "น้ำผึ้ง",
+        "หวาน",
+        "บิน",
+        "ไกล",
+        "สวน",
+        "ต้นไม้",
+        "ฤดู",
+    ]
     rng = np.random.default_rng(seed)
     out: list[str] = []
     while sum(map(len, out)) < n_chars:
@@ -92,15 +117,21 @@ def part_chunkers(tokenizer, n_chars: int, repeats: int) -> tuple[str, dict]:
         "English": common.TextGenerator(common.SEED).text(int(n_chars / 5.6)),
         "Chinese": chinese_text(n_chars // 3),
         "Thai, no spaces": thai_text(n_chars // 4),
-        "one line, no boundary": chinese_text(n_chars // 10).replace("。", "").replace("！", "").replace("？", "")
-        .replace("，", "").replace("\n", ""),
+        "one line, no boundary": chinese_text(n_chars // 10)
+        .replace("。", "")
+        .replace("！", "")
+        .replace("？", "")
+        .replace("，", "")
+        .replace("\n", ""),
     }
     fns = splitters(tokenizer)
     rows, raw = [], {}
     for label, text in texts.items():
         n_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
         outputs = {name: fn(text) for name, fn in fns.items()}  # also the warm-up
-        times = common.interleaved({n: (lambda f=f: f(text)) for n, f in fns.items()}, repeats=repeats, warm={})
+        times = common.interleaved(
+            {n: (lambda f=f, text=text: f(text)) for n, f in fns.items()}, repeats=repeats, warm={}
+        )
         for name, chunks in outputs.items():
             lengths = [len(ids) for ids in tokenizer(chunks, add_special_tokens=False)["input_ids"]]
             over = sum(1 for n in lengths if n > CHUNK_SIZE)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 import torch
 
@@ -72,6 +73,11 @@ def pack_linear_layers(model: torch.nn.Module, device: torch.device, dtype: torc
     """
     if device.type != "cpu" or dtype not in _DTYPES or not _enabled() or not _probe(dtype):
         return 0
+    return replace_decoder_linears(model, PackedLinear)
+
+
+def replace_decoder_linears(model: torch.nn.Module, make: Callable[[torch.nn.Linear], torch.nn.Module]) -> int:
+    """Swap every plain ``nn.Linear`` of ``model`` except its output head for ``make(linear)``; returns how many."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     targets = [
         (parent, child_name, child)
@@ -81,5 +87,5 @@ def pack_linear_layers(model: torch.nn.Module, device: torch.device, dtype: torc
     ]
     with torch.no_grad():
         for parent, child_name, child in targets:
-            setattr(parent, child_name, PackedLinear(child))
+            setattr(parent, child_name, make(child))
     return len(targets)

@@ -34,6 +34,8 @@ import threading
 
 import torch
 
+from qwen3_rag._cpu_linear import replace_decoder_linears
+
 logger = logging.getLogger("qwen3_rag")
 
 _TINY = torch.finfo(torch.float32).tiny
@@ -212,16 +214,8 @@ def quantize_model(model: torch.nn.Module) -> int:
     Every ``nn.Linear`` except the output head becomes int8; the token-embedding table (shared with a tied
     head) is kept in bfloat16 and its rows are returned as float32.
     """
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    targets = [
-        (parent, child_name, child)
-        for parent in model.modules()
-        for child_name, child in parent.named_children()
-        if type(child) is torch.nn.Linear and child is not head
-    ]
+    count = replace_decoder_linears(model, make_int8_linear)
     with torch.no_grad():
-        for parent, child_name, child in targets:
-            setattr(parent, child_name, make_int8_linear(child))
         embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
         if isinstance(embeddings, torch.nn.Embedding) and embeddings.weight.dtype == torch.float32:
             embeddings.weight.data = embeddings.weight.data.to(torch.bfloat16)  # a tied head shares the Parameter
@@ -229,7 +223,7 @@ def quantize_model(model: torch.nn.Module) -> int:
     # the shared-input cache holds a reference to the last activation: released when a forward pass ends
     for module in {id(m): m for m in (model, getattr(model, "base_model", None)) if m is not None}.values():
         module.register_forward_hook(_forget)
-    return len(targets)
+    return count
 
 
 def _forget(module: torch.nn.Module, args: tuple, output: object) -> None:

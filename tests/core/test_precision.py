@@ -299,6 +299,7 @@ def test_projections_of_the_same_input_share_one_quantisation_and_it_is_released
     embedder.embed_documents(["a document"])
     assert quantize._LAST.source is None and quantize._LAST.quantized is None
 
+
 def test_a_failing_onednn_probe_falls_back_to_int_mm_and_still_meets_the_floors(
     monkeypatch, qwen_embedding_path, tmp_path, fresh_backend
 ):
