@@ -570,9 +570,13 @@ def test_sizes_above_the_stored_size_name_the_stored_dimension(qwen3_rag, librar
 def test_an_empty_or_missing_index_is_a_usage_error(qwen3_rag, tmp_path, questions_file):
     result = qwen3_rag("eval", questions_file)
     assert result.code == 2 and "no index at" in result.err
-    empty = tmp_path / "empty.md"
-    empty.write_text("   \n", encoding="utf-8")
-    assert qwen3_rag("index", empty).code == 2  # nothing indexed, but the collection was created
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "one.md").write_text("# One\n\nSome text about tides.", encoding="utf-8")
+    assert qwen3_rag("index", docs).code == 0
+    (docs / "one.md").unlink()
+    (docs / "empty.md").write_text("   \n", encoding="utf-8")
+    assert qwen3_rag("index", docs).code == 0  # its chunks pruned: the collection exists, empty
     result = qwen3_rag("eval", questions_file, "--no-rerank")
     assert result.code == 2 and "is empty: run `qwen3-rag index PATH` first" in result.err
 
