@@ -232,6 +232,10 @@ def _locate(name: str, what: str = "the Qwen3 model", example: str = "Qwen/Qwen3
     return name, False
 
 
+locate_checkpoint = _locate
+"""Public name of :func:`_locate` for callers outside the core (the CLI checks --llm before it searches)."""
+
+
 def _load_error(
     name: str,
     local: bool,
@@ -246,8 +250,8 @@ def _load_error(
         where = "a Hugging Face Hub id (no local folder of that name exists)"
         if _offline():
             where += "; HF_HUB_OFFLINE is set, so only the local cache was searched"
-    hint = f"Could not load {what} {name!r} (looked for it as {where}). {fix} Cause: {type(exc).__name__}: {one_line(exc)}"
-    return ModelLoadError(hint)
+    cause = f"{type(exc).__name__}: {one_line(exc)}"
+    return ModelLoadError(f"Could not load {what} {name!r} (looked for it as {where}). {fix} Cause: {cause}")
 
 
 def _corrupt_weights(name: str, exc: BaseException, what: str = "the Qwen3 model") -> ModelLoadError:

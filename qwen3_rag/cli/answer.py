@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from qwen3_rag._cpu_linear import pack_linear_layers
-from qwen3_rag._loading import ModelLoadError, load_causal_lm, resolve_device, resolve_dtype
+from qwen3_rag._loading import ModelLoadError, load_causal_lm, locate_checkpoint, resolve_device, resolve_dtype
 from qwen3_rag._validation import check_model_name
 from qwen3_rag.cli.console import Console
 from qwen3_rag.cli.errors import UsageError
@@ -53,6 +53,10 @@ def strip_thinking(text: str) -> str:
     return _THINK.sub("", text).strip()
 
 
+CHAT_MODEL = "the --llm chat model"
+"""How messages name the chat model."""
+
+
 class ChatModel:
     """A transformers causal LM with a chat template, greedy decoding, loaded once."""
 
@@ -68,7 +72,7 @@ class ChatModel:
             self.model_name,
             device=self.device,
             dtype=self.dtype,
-            what="the --llm chat model",
+            what=CHAT_MODEL,
             fix="Pass --llm (or QWEN3_RAG_LLM) as a local folder holding a transformers causal LM with a chat "
             f"template, or a Hub id such as {DEFAULT_LLM!r} with network access.",
             example=DEFAULT_LLM,
@@ -131,12 +135,14 @@ class ChatModel:
 
 def run_ask(opts: Resolved, console: Console) -> int:
     max_new_tokens = opts.positive("max_new_tokens", 512)
+    llm = opts.value("llm", DEFAULT_LLM)
+    locate_checkpoint(check_model_name(llm), CHAT_MODEL, DEFAULT_LLM)  # a wrong --llm path: said before searching
     hits, _ = retrieve(opts, console)
     labels = [f"{h.location}, chunk {h.chunk}" for h in hits]  # report.pdf p. 3: the model and the reader see pages
     messages = build_messages(opts.args.query, list(zip(labels, [h.text for h in hits], strict=False)))
-    console.status(f"Answering from {len(hits)} passages with {opts.value('llm', DEFAULT_LLM)} ...")
+    console.status(f"Answering from {len(hits)} passages with {llm} ...")
     try:
-        chat = ChatModel(opts.value("llm", DEFAULT_LLM), device=opts.device(), dtype=opts.chat_dtype())
+        chat = ChatModel(llm, device=opts.device(), dtype=opts.chat_dtype())
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     streaming = not opts.args.json and console.out.isatty()

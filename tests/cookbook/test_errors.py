@@ -300,3 +300,108 @@ def test_the_dtype_help_names_int8_and_the_cpu_default(qwen3_rag, capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "{float32,bfloat16,float16,int8}" in text
     assert "default: bfloat16 on CUDA and on CPUs with native bf16, float32 elsewhere" in text
+
+
+# --------------------------------------------------------------------------------- a question too long (item 9)
+
+
+def test_a_question_longer_than_max_length_is_refused_not_cut(qwen3_rag, indexed, tiny_embedding_path):
+    """40,000 tokens against --max-length 128: refused with the count, before anything is embedded or cut (a cut
+    question is another question); with --no-rerank too, since the embedder would cut it as well."""
+    from qwen3_rag import Qwen3Embedder
+    from qwen3_rag.prompts import DEFAULT_INSTRUCTION
+
+    question = "word " * 40_000
+    tokens = Qwen3Embedder(tiny_embedding_path, device="cpu").count_tokens([question], instruction=DEFAULT_INSTRUCTION)
+    assert tokens[0] > 40_000
+    for flags in ([], ["--no-rerank"]):
+        line = one_line_error(qwen3_rag("search", question, "--max-length", "128", *flags), 2)
+        assert line == (
+            f"qwen3-rag search: error: the question takes {tokens[0] + 1} tokens with its instruction, more than "
+            "--max-length 128: shorten it, or raise --max-length (up to 32768)"
+        )
+    assert one_line_error(qwen3_rag("ask", question, "--max-length", "128"), 2).startswith("qwen3-rag ask: error:")
+
+
+def test_a_question_that_fits_the_embedder_but_leaves_the_reranker_no_room_is_refused(qwen3_rag, indexed):
+    question = " ".join(["sun"] * 60)  # 80 tokens for the embedder; the reranker's prompt adds ~40
+    line = one_line_error(qwen3_rag("search", question, "--max-length", "128"), 2)
+    assert line.startswith(
+        "qwen3-rag search: error: the question is too long to rerank: the instruction and query take"
+    )
+    assert line.endswith("shorten the query or raise --max-length, or pass --no-rerank")
+    found = qwen3_rag("search", question, "--max-length", "128", "--no-rerank", "--json")
+    assert found.code == 0 and found.err == ""  # the embedder takes it whole
+
+
+# ---------------------------------------------------------------------------------------- messages (item 10)
+
+
+def test_a_model_path_that_is_a_file_is_reported_as_a_file(qwen3_rag, corpus, tiny_embedding_path):
+    line = one_line_error(qwen3_rag("index", corpus, "--embedding-model", tiny_embedding_path / "config.json"), 1)
+    assert "it is a file, not a model folder" in line and "holds no config.json" not in line
+
+
+@pytest.mark.parametrize("path", ["./models/x", "../models/x", "/abs/missing/model", "~/no-such-model-folder"])
+def test_a_missing_model_path_says_no_such_folder_not_hub_id(qwen3_rag, corpus, path):
+    line = one_line_error(qwen3_rag("index", corpus, "--embedding-model", path), 1)
+    assert "there is no local folder at" in line
+    assert "looked for it as a Hugging Face Hub id" not in line
+
+
+def test_an_empty_llm_folder_says_it_holds_no_model(qwen3_rag, indexed, tmp_path):
+    (tmp_path / "empty-llm").mkdir()
+    line = one_line_error(qwen3_rag("ask", "sun?", "--llm", tmp_path / "empty-llm"), 1)
+    assert "Could not load the --llm chat model" in line
+    assert "the folder holds no config.json, so it is not a model folder" in line
+    assert "sentencepiece" not in line
+
+
+def test_a_missing_llm_path_is_reported_as_a_path(qwen3_rag, indexed):
+    line = one_line_error(qwen3_rag("ask", "sun?", "--llm", "./models/chat"), 1)
+    assert "Could not load the --llm chat model './models/chat': there is no local folder at" in line
+
+
+_WARN_ONCE = """
+import logging, sys
+import qwen3_rag.cli.search as search
+from qwen3_rag.cli import main
+
+retrieve = search.retrieve
+
+def noisy(opts, console):
+    logging.getLogger("huggingface_hub.file_download").warning("hub warning for the test")
+    logging.getLogger("transformers.tokenization_utils_base").warning("transformers warning for the test")
+    logging.getLogger("qwen3_rag").warning("qwen3_rag warning for the test")
+    return retrieve(opts, console)
+
+search.retrieve = noisy
+sys.exit(main(["search", "sun", "--no-rerank"]))
+"""
+
+
+def test_third_party_warnings_are_printed_once(qwen3_rag, indexed, tiny_models_env, cli_env):
+    """huggingface_hub prints its warnings through its own handler; a root handler of the CLI printed each of them
+    again as ``qwen3-rag: WARNING: ...``. Run in a fresh process, as the console script runs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN3_RAG_")}
+    env.update(tiny_models_env, QWEN3_RAG_DB=str(cli_env))
+    done = subprocess.run(
+        [sys.executable, "-c", _WARN_ONCE], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert [line for line in lines if "hub warning for the test" in line] == ["hub warning for the test"]
+    assert sum("transformers warning for the test" in line for line in lines) <= 1  # silenced, or once
+    ours = [line for line in lines if "qwen3_rag warning" in line]
+    assert ours == ["qwen3-rag: WARNING: qwen3_rag warning for the test"]
+
+
+def test_index_chunks_never_reach_the_truncation_warning(qwen3_rag, tmp_path, cli_env):
+    """Chunks are cut in the embedding model's tokens to at most --chunk-size <= --max-length - 1, so indexing
+    never truncates (the core's truncation warning, which can only name an input's index, never fires here)."""
+    doc = tmp_path / "long.md"
+    doc.write_text(" ".join(f"Sentence {i} talks about the sun and the stars." for i in range(400)), encoding="utf-8")
+    indexed = qwen3_rag("index", doc, "--max-length", "64", "--chunk-size", "63", "--chunk-overlap", "8")
+    assert indexed.code == 0, indexed.err
+    assert "truncated" not in indexed.err
+    assert "Indexed 1 files" in indexed.err
