@@ -296,6 +296,7 @@ def measure(opts: Resolved, console: Console) -> Report:
     from tqdm.auto import tqdm
 
     args = opts.args
+    opts.check_hardware()  # also when called as evaluate() from Python, not through main()
     metrics.require()
     questions = load_questions(args.questions)
     if args.plot:
