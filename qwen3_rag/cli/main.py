@@ -44,7 +44,9 @@ def _command(name: str) -> Callable[[Resolved, Console], int]:
 
 
 def main(argv: Sequence[str] | None = None, *, environ: dict[str, str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 1 a model failed to load, 2 a usage error, 130 interrupted).
+    """Run the CLI; returns the exit status: 0 ok, 2 a usage or data error, 1 a model that cannot load, a server
+    that is down or answers an error, NaN from a model, out of memory; 130 interrupted, 141 stdout closed early
+    (``| head``). Each failure is one line on stderr.
 
     The console script calls this with no arguments and exits with its result.
     """
@@ -69,15 +71,13 @@ def main(argv: Sequence[str] | None = None, *, environ: dict[str, str] | None = 
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted", file=sys.stderr)
             return 130
-        except BrokenPipeError:
-            raise
         except _runtime_errors() as exc:
             return _fail(args.command, exc, 1)
         except (RuntimeError, MemoryError) as exc:
             if not isinstance(exc, MemoryError) and not is_out_of_memory(exc):
                 raise
             return _fail(args.command, _out_of_memory(exc), 1)
-    except BrokenPipeError:
+    except BrokenPipeError:  # from the command's output or the flush above
         return _closed_pipe()
 
 
