@@ -264,6 +264,16 @@ def test_the_fingerprint_does_not_record_the_dtype(qwen3_rag, corpus, cli_env):
     assert not any("dtype" in key or "int8" in str(value) for key, value in metadata.items())
 
 
+def test_the_same_weights_in_another_folder_and_another_dtype_are_recognised(
+    qwen3_rag, corpus, tmp_path, tiny_embedding_path
+):
+    """The probe vector that recognises a copy of the weights agrees across int8 and float32."""
+    assert qwen3_rag("index", corpus, "--dtype", "int8", "--quiet").code == 0
+    copy = shutil.copytree(tiny_embedding_path, tmp_path / "offline-copy")
+    found = qwen3_rag("search", "sun", "--embedding-model", copy, "--dtype", "float32", "--no-rerank")
+    assert found.code == 0, found.err
+
+
 @pytest.mark.parametrize("device", ["cuda", "cuda:0", "mps"])
 def test_int8_on_a_gpu_is_one_line_exit_2_before_any_model_loads(qwen3_rag, corpus, cli_env, no_model_loads, device):
     line = one_line_error(qwen3_rag("index", corpus, "--dtype", "int8", "--device", device), 2)
