@@ -188,47 +188,77 @@ def _looks_like_path(name: str) -> bool:
     return False
 
 
-def _locate(name: str) -> tuple[str, bool]:
-    """``(source, is_local)``: the resolved folder for a local checkpoint, else the Hub id as given."""
+def pretrained_kwargs(local: bool) -> dict[str, Any]:
+    """What every ``from_pretrained`` here is given: never remote code, and only local files for a local folder
+    or with ``HF_HUB_OFFLINE`` set. The chat model of ``qwen3-rag ask`` loads with the same."""
+    kwargs: dict[str, Any] = {"trust_remote_code": False}
+    if _offline() or local:
+        kwargs["local_files_only"] = True
+    return kwargs
+
+
+def dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """``{"dtype": dtype}`` for transformers >= 4.56, ``{"torch_dtype": dtype}`` before (the name changed)."""
+    return {_DTYPE_KWARG: dtype}
+
+
+def _locate(name: str, what: str = "the Qwen3 model", example: str = "Qwen/Qwen3-Embedding-0.6B") -> tuple[str, bool]:
+    """``(source, is_local)``: the resolved folder for a local checkpoint, else the Hub id as given.
+
+    ``what`` names the model in messages (``"the chat model"``), ``example`` is the Hub id a download hint shows.
+    """
     local = Path(name).expanduser()
     if local.exists():
         if not local.is_dir():
             msg = (
-                f"Could not load the Qwen3 model {name!r}: it is a file, not a model folder; pass the folder that "
+                f"Could not load {what} {name!r}: it is a file, not a model folder; pass the folder that "
                 "holds config.json, the *.safetensors weights and the tokenizer files"
             )
             raise ModelLoadError(msg)
         if not (local / "config.json").is_file():
             msg = (
-                f"Could not load the Qwen3 model {name!r}: the folder holds no config.json, so it is not a model "
+                f"Could not load {what} {name!r}: the folder holds no config.json, so it is not a model "
                 "folder; pass the folder that holds config.json, the *.safetensors weights and the tokenizer files"
             )
             raise ModelLoadError(msg)
         return str(local.resolve()), True
     if _looks_like_path(name):
         msg = (
-            f"Could not load the Qwen3 model {name!r}: there is no local folder at {str(local.absolute())!r} "
+            f"Could not load {what} {name!r}: there is no local folder at {str(local.absolute())!r} "
             "(and it is not a Hugging Face Hub id); check the path, or download the model there first "
-            "(hf download Qwen/Qwen3-Embedding-0.6B --local-dir ...)"
+            f"(hf download {example} --local-dir ...)"
         )
         raise ModelLoadError(msg)
     return name, False
 
 
-def _load_error(name: str, local: bool, exc: BaseException) -> ModelLoadError:
+locate_checkpoint = _locate
+"""Public name of :func:`_locate` for callers outside the core (the CLI checks --llm before it searches)."""
+
+
+def _load_error(
+    name: str,
+    local: bool,
+    exc: BaseException,
+    what: str = "the Qwen3 model",
+    fix: str = "Pass the path of a local folder holding config.json, *.safetensors and the tokenizer files, "
+    "or a Hub id such as 'Qwen/Qwen3-Embedding-0.6B' with network access.",
+) -> ModelLoadError:
     if local:
         where = "the local folder"
     else:
         where = "a Hugging Face Hub id (no local folder of that name exists)"
         if _offline():
             where += "; HF_HUB_OFFLINE is set, so only the local cache was searched"
-    hint = (
-        f"Could not load the Qwen3 model {name!r} (looked for it as {where}). "
-        "Pass the path of a local folder holding config.json, *.safetensors and the tokenizer files, "
-        "or a Hub id such as 'Qwen/Qwen3-Embedding-0.6B' with network access. "
-        f"Cause: {type(exc).__name__}: {one_line(exc)}"
+    cause = f"{type(exc).__name__}: {one_line(exc)}"
+    return ModelLoadError(f"Could not load {what} {name!r} (looked for it as {where}). {fix} Cause: {cause}")
+
+
+def _corrupt_weights(name: str, exc: BaseException, what: str = "the Qwen3 model") -> ModelLoadError:
+    return ModelLoadError(
+        f"Could not load {what} {name!r}: a weight file is corrupt or truncated "
+        f"(SafetensorError: {one_line(exc)}); download the model again"
     )
-    return ModelLoadError(hint)
 
 
 def load_model(
@@ -272,9 +302,7 @@ def _load(name: str, source: str, local: bool, *, kind: str, device: torch.devic
     from transformers.utils import logging as hf_logging
 
     dtype = precision.dtype
-    kwargs: dict[str, Any] = {"trust_remote_code": False}
-    if _offline() or local:
-        kwargs["local_files_only"] = True
+    kwargs = pretrained_kwargs(local)
     auto = AutoModel if kind == "embedding" else AutoModelForCausalLM
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # one "Loading weights" bar per model is noise in pipelines
@@ -289,7 +317,7 @@ def _load(name: str, source: str, local: bool, *, kind: str, device: torch.devic
         model = auto.from_pretrained(
             source,
             config=config,
-            **{_DTYPE_KWARG: dtype},
+            **dtype_kwargs(dtype),
             use_safetensors=True,
             attn_implementation=attention_implementation(device),
             **kwargs,
@@ -299,11 +327,7 @@ def _load(name: str, source: str, local: bool, *, kind: str, device: torch.devic
             if weights is not None:
                 check_output_head(name, kind, config, weights)
     except SafetensorError as exc:
-        msg = (
-            f"Could not load the Qwen3 model {name!r}: a weight file is corrupt or truncated "
-            f"(SafetensorError: {one_line(exc)}); download the model again"
-        )
-        raise ModelLoadError(msg) from exc
+        raise _corrupt_weights(name, exc) from exc
     except (OSError, ValueError) as exc:
         if isinstance(exc, ModelLoadError):
             raise
@@ -382,7 +406,7 @@ def _checkpoint_folder(source: str, local: bool) -> Path | None:
     return Path(config).parent if isinstance(config, str) else None
 
 
-def _weight_names(name: str, folder: Path | None) -> set[str] | None:
+def _weight_names(name: str, folder: Path | None, what: str = "the Qwen3 model") -> set[str] | None:
     """The tensor names in the folder's ``*.safetensors`` files (headers only), ``None`` if there are none yet.
 
     Reading the headers also finds a corrupt or truncated file before transformers does, and names it.
@@ -399,11 +423,43 @@ def _weight_names(name: str, folder: Path | None) -> set[str] | None:
                 names.update(handle.keys())
         except SafetensorError as exc:
             msg = (
-                f"Could not load the Qwen3 model {name!r}: {file.name} is corrupt or truncated "
+                f"Could not load {what} {name!r}: {file.name} is corrupt or truncated "
                 f"(SafetensorError: {one_line(exc)}); download the model again"
             )
             raise ModelLoadError(msg) from exc
     return names
+
+
+def load_causal_lm(
+    name: str | os.PathLike, *, device: torch.device, dtype: torch.dtype, what: str, fix: str, example: str
+) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` of any transformers causal LM (the chat model of ``qwen3-rag ask``), loaded as the
+    Qwen3 models are: the same path and Hub checks and messages, safetensors only, never remote code, the dtype
+    keyword this transformers knows. ``what`` names the model in messages, ``fix`` says what to pass instead,
+    ``example`` is a Hub id for the download hint. Not shared through the registry, not moved to ``device``."""
+    from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name = check_model_name(name)
+    source, local = _locate(name, what, example)
+    kwargs = pretrained_kwargs(local)
+    try:
+        _weight_names(name, _checkpoint_folder(source, local), what)  # a corrupt file is named before loading
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            **dtype_kwargs(dtype),
+            use_safetensors=True,
+            attn_implementation=attention_implementation(device),
+            **kwargs,
+        )
+    except SafetensorError as exc:
+        raise _corrupt_weights(name, exc, what) from exc
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ModelLoadError):
+            raise
+        raise _load_error(name, local, exc, what, fix) from exc
+    return model, tokenizer
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

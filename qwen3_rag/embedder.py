@@ -232,6 +232,13 @@ class Qwen3Embedder(Closing):
         formatted = [format_query(t, check_instruction(instruction)) for t in texts]
         return embedding_rows(self._tokens, formatted, max_length=self.max_length, endoftext_id=self._endoftext_id)
 
+    def count_tokens(self, texts: Sequence[str], *, instruction: str | None = None) -> list[int]:
+        """Tokens each formatted text takes before any cut to ``max_length``, ``<|endoftext|>`` not counted
+        (``qwen3-rag search`` refuses a question that would be cut)."""
+        texts = check_texts(texts)
+        formatted = [format_query(t, check_instruction(instruction)) for t in texts]
+        return [len(ids) for ids in self._tokens.encode(formatted)]
+
     def close(self) -> None:
         """Close the connections to the server (``base_url``); local weights stay shared with other users."""
         if self._remote is not None:

@@ -7,11 +7,11 @@ import os
 import re
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, TextIO
 
 from qwen3_rag._cpu_linear import pack_linear_layers
-from qwen3_rag._loading import ModelLoadError, attention_implementation, resolve_device, resolve_dtype
+from qwen3_rag._loading import ModelLoadError, load_causal_lm, locate_checkpoint, resolve_device, resolve_dtype
+from qwen3_rag._validation import check_model_name
 from qwen3_rag.cli.console import Console
 from qwen3_rag.cli.errors import UsageError
 from qwen3_rag.cli.options import Resolved
@@ -53,38 +53,30 @@ def strip_thinking(text: str) -> str:
     return _THINK.sub("", text).strip()
 
 
+CHAT_MODEL = "the --llm chat model"
+"""How messages name the chat model."""
+
+
 class ChatModel:
     """A transformers causal LM with a chat template, greedy decoding, loaded once."""
 
     def __init__(self, model: str | os.PathLike, *, device: str | None = None, dtype: str | None = None) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.model_name = os.fspath(model)
+        """``dtype``: a float dtype or ``None`` for the device's default; ``"int8"`` (the embedding and reranker
+        CPU mode) is refused -- the CLI gives the chat model its float default instead."""
+        self.model_name = check_model_name(model)
         self.device = resolve_device(device)
+        if isinstance(dtype, str) and dtype.strip().lower() == "int8":
+            raise ValueError("the chat model runs in a float dtype (float32, bfloat16, float16 or None), not int8")
         self.dtype = resolve_dtype(dtype, self.device)
-        local = Path(self.model_name).expanduser()
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
-        kwargs: dict[str, Any] = {"trust_remote_code": False}
-        if offline or local.exists():
-            kwargs["local_files_only"] = True
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.model_name, **kwargs)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                self.model_name,
-                dtype=self.dtype,
-                attn_implementation=attention_implementation(self.device),
-                use_safetensors=True,
-                **kwargs,
-            )
-        except (OSError, ValueError) as exc:
-            where = "a local folder" if local.exists() else "a Hugging Face Hub id"
-            msg = (
-                f"Could not load the chat model {self.model_name!r} (looked for it as {where}"
-                f"{'; HF_HUB_OFFLINE is set, so only the local cache was searched' if offline else ''}). "
-                "Pass --llm (or QWEN3_RAG_LLM) as a local folder holding a transformers causal LM with a chat "
-                f"template, or a Hub id such as {DEFAULT_LLM!r} with network access. Cause: {type(exc).__name__}: {exc}"
-            )
-            raise ModelLoadError(msg) from exc
+        self.model, self.tokenizer = load_causal_lm(
+            self.model_name,
+            device=self.device,
+            dtype=self.dtype,
+            what=CHAT_MODEL,
+            fix="Pass --llm (or QWEN3_RAG_LLM) as a local folder holding a transformers causal LM with a chat "
+            f"template, or a Hub id such as {DEFAULT_LLM!r} with network access.",
+            example=DEFAULT_LLM,
+        )
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise ModelLoadError(
                 f"{self.model_name!r} has no chat template: --llm needs an instruction-tuned chat model"
@@ -143,12 +135,14 @@ class ChatModel:
 
 def run_ask(opts: Resolved, console: Console) -> int:
     max_new_tokens = opts.positive("max_new_tokens", 512)
+    llm = opts.value("llm", DEFAULT_LLM)
+    locate_checkpoint(check_model_name(llm), CHAT_MODEL, DEFAULT_LLM)  # a wrong --llm path: said before searching
     hits, _ = retrieve(opts, console)
     labels = [f"{h.location}, chunk {h.chunk}" for h in hits]  # report.pdf p. 3: the model and the reader see pages
     messages = build_messages(opts.args.query, list(zip(labels, [h.text for h in hits], strict=False)))
-    console.status(f"Answering from {len(hits)} passages with {opts.value('llm', DEFAULT_LLM)} ...")
+    console.status(f"Answering from {len(hits)} passages with {llm} ...")
     try:
-        chat = ChatModel(opts.value("llm", DEFAULT_LLM), device=opts.value("device"), dtype=opts.dtype())
+        chat = ChatModel(llm, device=opts.device(), dtype=opts.chat_dtype())
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     streaming = not opts.args.json and console.out.isatty()

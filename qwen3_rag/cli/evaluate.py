@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qwen3_rag._validation import check_dimensions
 from qwen3_rag.cli import metrics
 from qwen3_rag.cli.console import Console, display_path
 from qwen3_rag.cli.errors import UsageError
@@ -295,6 +296,7 @@ def measure(opts: Resolved, console: Console) -> Report:
     from tqdm.auto import tqdm
 
     args = opts.args
+    opts.check_hardware()  # also when called as evaluate() from Python, not through main()
     metrics.require()
     questions = load_questions(args.questions)
     if args.plot:
@@ -483,8 +485,8 @@ def _check_sizes(asked: tuple[list[int], str] | None, embedder: Any, fingerprint
         return [fingerprint.dimensions]
     sizes, origin = asked
     for d in sizes:
-        try:
-            embedder._check_dimensions(d)  # the core's range check: 32..hidden size
+        try:  # the one Matryoshka range check: 32..hidden size
+            check_dimensions(d, hidden_size=embedder.hidden_size, model=embedder.model_name)
         except ValueError as exc:
             raise UsageError(f"{origin}: {exc}") from None
         if d > fingerprint.dimensions:

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from qwen3_rag._validation import check_dimensions
 from qwen3_rag.cli.errors import UsageError
 from qwen3_rag.cli.options import EmbeddingRequest
 from qwen3_rag.embedder import Qwen3Embedder
@@ -134,13 +135,14 @@ def load_embedder(
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    if dimensions is not None and not 32 <= dimensions <= embedder.hidden_size:
-        if recorded is not None and not request.dimensions.given:
-            raise _mismatch("model", recorded, model, request.model.origin or "the model", where)
-        origin = request.dimensions.origin or "--dimensions"
-        raise UsageError(
-            f"{origin} must be between 32 and {embedder.hidden_size} (the hidden size of {model}), got {dimensions}"
+    try:
+        check_dimensions(
+            dimensions, hidden_size=embedder.hidden_size, model=model, name=request.dimensions.origin or "--dimensions"
         )
+    except ValueError as exc:
+        if recorded is not None and not request.dimensions.given:  # the index's size, beyond this model's
+            raise _mismatch("model", recorded, model, request.model.origin or "the model", where) from None
+        raise UsageError(str(exc)) from None
     dimensions = dimensions or embedder.hidden_size
     if recorded is not None:
         if model != recorded.model and not _agree(_probe(embedder, dimensions), recorded.probe):

@@ -31,6 +31,9 @@ ENV = {
 }
 """The environment variable behind each option; the flag wins when both are set."""
 
+DTYPES = ("float32", "bfloat16", "float16", "int8")
+"""``--dtype`` / ``QWEN3_RAG_DTYPE``: the core's names (``int8`` is its CPU int8 mode, ``qwen3_rag/_quantize.py``)."""
+
 
 # ------------------------------------------------------------------------------------------------- parsing
 
@@ -96,11 +99,15 @@ def _add_common(parser: argparse.ArgumentParser, *, sweep: bool = False) -> None
         "--api-key", metavar="KEY", help=f"the vLLM servers' --api-key, if they have one [${ENV['api_key']}]"
     )
     run = parser.add_argument_group("hardware")
-    run.add_argument("--device", help=f"cpu, cuda, cuda:1, mps [${ENV['device']}; default: cuda > mps > cpu]")
+    run.add_argument(
+        "--device",
+        help=f"cpu, cuda, cuda:1, mps; checked before any model loads [${ENV['device']}; default: cuda > mps > cpu]",
+    )
     run.add_argument(
         "--dtype",
-        choices=["float32", "bfloat16", "float16"],
-        help=f"[${ENV['dtype']}; default: bfloat16 on CUDA, float32 elsewhere]",
+        choices=DTYPES,
+        help=f"int8: linear layers in int8, CPU only (the chat model of ask keeps its float default) "
+        f"[${ENV['dtype']}; default: bfloat16 on CUDA and on CPUs with native bf16, float32 elsewhere]",
     )
     run.add_argument("--batch-size", type=_positive, default=32, metavar="N", help="texts per forward pass (32)")
     run.add_argument("--max-length", type=_positive, default=8192, metavar="N", help="tokens per text (8192)")
@@ -370,17 +377,54 @@ class Resolved:
             raise UsageError(f"{setting.origin}: {exc}") from None
 
     def dtype(self) -> str | None:
+        """--dtype (or its variable): one of :data:`DTYPES`, or ``None`` for the device's default."""
         dtype = self.value("dtype")
-        if dtype is not None and dtype not in {"float32", "bfloat16", "float16"}:
-            raise UsageError(f"{self.setting('dtype').origin} must be float32, bfloat16 or float16, got {dtype!r}")
+        if dtype is not None and dtype not in DTYPES:
+            raise UsageError(f"{self.setting('dtype').origin} must be {', '.join(DTYPES[:-1])} or int8, got {dtype!r}")
         return dtype
+
+    def chat_dtype(self) -> str | None:
+        """The chat model's dtype (``ask``): --dtype, except int8 (an embedding/reranker CPU mode), which leaves the
+        chat model at its float default."""
+        dtype = self.dtype()
+        return None if dtype == "int8" else dtype
+
+    def device(self) -> str | None:
+        """--device (or its variable), checked against this machine together with --dtype, before any model loads:
+        ``cuda`` without a CUDA GPU, ``mps`` off Apple silicon, ``int8`` on a GPU are each a UsageError naming what
+        is available."""
+        setting = self.setting("device")
+        dtype = self.dtype()
+        if not setting.given and dtype is None:
+            return None
+        from qwen3_rag._loading import check_available, resolve_device, resolve_precision
+
+        try:
+            device = resolve_device(setting.value, check=False)
+        except ValueError as exc:
+            raise UsageError(f"{setting.origin}: {exc}") from None
+        try:
+            if dtype is not None:  # int8 on a GPU (asked for, or the one picked by default) is refused here
+                resolve_precision(dtype, device)
+        except ValueError as exc:
+            raise UsageError(f"{self.setting('dtype').origin} {dtype}: {exc}") from None
+        try:
+            if setting.given:
+                check_available(device, setting.value)
+        except ValueError as exc:
+            raise UsageError(f"{setting.origin}: {exc}") from None
+        return setting.value
+
+    def check_hardware(self) -> None:
+        """Refuse an unusable --device / --dtype before a command starts (nothing is read, written or loaded)."""
+        self.device()
 
     def embedding_request(self) -> Any:
         return EmbeddingRequest(
             model=self.setting("embedding_model"),
             dimensions=self.dimensions(),
             instruction=self.setting("instruction"),
-            device=self.value("device"),
+            device=self.device(),
             dtype=self.dtype(),
             batch_size=self.args.batch_size,
             max_length=self.args.max_length,

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from qwen3_rag._validation import one_line
 from qwen3_rag.cli import lock, store
 from qwen3_rag.cli.console import Console, display_path
 from qwen3_rag.cli.errors import UsageError
@@ -90,16 +91,36 @@ def nearest(collection: Any, vector: Any, *, top_k: int) -> list[Hit]:
 
 
 def rerank(reranker: Any, query: str, hits: list[Hit], *, top_n: int) -> list[Hit]:
-    """The ``top_n`` hits by reranker score (P(yes)), best first; ties keep the retrieval order."""
+    """The ``top_n`` hits by reranker score (P(yes)), best first; ties keep the retrieval order.
+
+    A question that leaves the reranker no room for a passage within --max-length is a UsageError (the reranker's
+    message, which says how many tokens it takes)."""
     if not hits:
         return []
-    results = reranker.rerank(query, [h.text for h in hits], top_n=top_n)
+    try:
+        results = reranker.rerank(query, [h.text for h in hits], top_n=top_n)
+    except ValueError as exc:  # the core's input checks: here only "the instruction and query take N tokens"
+        raise UsageError(
+            f"the question is too long to rerank: {one_line(exc).replace('max_length', '--max-length')}, "
+            "or pass --no-rerank"
+        ) from None
     out = []
     for result in results:
         hit = hits[result.index]
         hit.rerank_score = float(result.score)
         out.append(hit)
     return out
+
+
+def check_question_length(embedder: Qwen3Embedder, question: str, instruction: str, max_length: int) -> None:
+    """A question longer than --max-length is refused, not cut: searching for the start of what was asked would
+    answer another question (a document is cut at its end, as the card does; a question is what the user wants)."""
+    tokens = embedder.count_tokens([question], instruction=instruction or None)[0] + 1  # + <|endoftext|>
+    if tokens > max_length:
+        raise UsageError(
+            f"the question takes {tokens} tokens with its instruction, more than --max-length {max_length}: "
+            "shorten it, or raise --max-length (up to 32768)"
+        )
 
 
 @contextmanager
@@ -135,7 +156,7 @@ def load_reranker(opts: Resolved, instruction: str) -> Any:
     try:
         return Qwen3Reranker(
             opts.value("reranker_model", DEFAULT_RERANKER_MODEL),
-            device=opts.value("device"),
+            device=opts.device(),
             dtype=opts.dtype(),
             instruction=instruction or None,
             batch_size=max(1, opts.args.batch_size // 2),
@@ -155,6 +176,7 @@ def retrieve(opts: Resolved, console: Console) -> tuple[list[Any], Any]:
     if args.rerank and args.top_n > args.top_k:
         raise UsageError(f"--top-n ({args.top_n}) cannot exceed --top-k ({args.top_k}): rerank more candidates")
     embedder, fingerprint = index_embedder(opts, console)
+    check_question_length(embedder, args.query, fingerprint.instruction, args.max_length)
     vector = embedder.embed_queries([args.query], dimensions=fingerprint.dimensions)[0]
     del embedder
     with reading_index(opts, console) as collection:  # read again: the index may have changed meanwhile

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 
 import pytest
 import torch
@@ -48,8 +49,58 @@ def test_streamed_and_returned_answers_match(chat):
 
 
 def test_a_missing_chat_model_names_the_option_to_fix(tmp_path):
-    with pytest.raises(ModelLoadError, match=r"Pass --llm \(or QWEN3_RAG_LLM\)"):
+    with pytest.raises(ModelLoadError, match=r"Could not load the --llm chat model .*there is no local folder at"):
         ChatModel(tmp_path / "nothing", device="cpu")
+
+
+def test_an_empty_chat_model_folder_is_not_a_model_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match=r"the folder holds no config\.json, so it is not a model folder") as info:
+        ChatModel(tmp_path / "empty", device="cpu")
+    assert "sentencepiece" not in str(info.value)
+
+
+def test_a_file_given_as_the_chat_model_is_refused_as_a_file(tiny_chat_path):
+    with pytest.raises(ModelLoadError, match=r"it is a file, not a model folder"):
+        ChatModel(tiny_chat_path / "config.json", device="cpu")
+
+
+def test_a_corrupt_chat_model_weight_file_is_named(tiny_chat_path, tmp_path):
+    folder = tmp_path / "chat"
+    shutil.copytree(tiny_chat_path, folder)
+    weights = folder / "model.safetensors"
+    with open(weights, "r+b") as f:
+        f.truncate(weights.stat().st_size // 2)
+    with pytest.raises(ModelLoadError, match=r"model\.safetensors is corrupt or truncated \(SafetensorError: "):
+        ChatModel(folder, device="cpu")
+
+
+def test_the_chat_model_loads_with_the_core_loaders_keywords(tiny_chat_path, monkeypatch):
+    """No remote code, safetensors only, local files only for a folder, and the dtype keyword this transformers
+    knows (``torch_dtype`` before 4.56): the one loader the Qwen3 models use."""
+    import transformers
+
+    from qwen3_rag import _loading
+
+    seen = {}
+    original = transformers.AutoModelForCausalLM.from_pretrained
+
+    def from_pretrained(source, *args, **kwargs):
+        seen.update(kwargs)
+        return original(source, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    chat = ChatModel(tiny_chat_path, device="cpu", dtype="float32")
+    assert seen["trust_remote_code"] is False and seen["use_safetensors"] is True
+    assert seen["local_files_only"] is True
+    assert seen[_loading._DTYPE_KWARG] is torch.float32
+    assert ("dtype" in seen) != ("torch_dtype" in seen)
+    assert chat.model.dtype is torch.float32
+
+
+def test_the_chat_model_refuses_int8():
+    with pytest.raises(ValueError, match="not int8"):
+        ChatModel("unused", device="cpu", dtype="int8")
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")

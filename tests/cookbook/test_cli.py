@@ -336,7 +336,7 @@ def test_bad_arguments_exit_2(qwen3_rag, corpus, monkeypatch):
         assert message in refused.err
     too_small = qwen3_rag("index", corpus, "--dimensions", "16")
     assert too_small.code == 2
-    assert "--dimensions must be between 32 and 64" in too_small.err
+    assert "--dimensions must be an integer between 32 and 64" in too_small.err
     monkeypatch.setenv("QWEN3_RAG_DIMENSIONS", "many")
     result = qwen3_rag("index", corpus)
     assert result.code == 2

@@ -46,3 +46,22 @@ def test_console_script_answers_from_the_sample_corpus(tmp_path, tiny_models_env
     assert len(payload["sources"]) == 3
     assert all((DATA / Path(s["source"]).name).is_file() for s in payload["sources"])
     assert "Traceback" not in done.stderr
+
+
+def test_console_script_errors_are_one_line_with_their_status(tmp_path, tiny_models_env):
+    """As a user's shell sees them: a device this machine lacks (2, before any model loads), a missing model
+    folder (1), each one line on stderr and nothing on stdout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN3_RAG_")}
+    env.update(tiny_models_env, QWEN3_RAG_DB=str(tmp_path / "db"))
+    for args, code, message in (
+        (["index", str(DATA), "--device", "cuda:99"], 2, "qwen3-rag index: error: --device: device 'cuda:99'"),
+        (["index", str(DATA), "--embedding-model", "./models/x"], 1, "there is no local folder at"),
+    ):
+        done = subprocess.run(
+            [console_script(), *args], capture_output=True, text=True, env=env, timeout=300, check=False
+        )
+        assert done.returncode == code, done.stderr
+        assert done.stdout == ""
+        assert len(done.stderr.splitlines()) == 1 and message in done.stderr, done.stderr
+        if code == 2:
+            assert not (tmp_path / "db").exists()  # refused before anything was written
