@@ -123,6 +123,7 @@ def embedding_rows(tokens: TokenSource, texts: Sequence[str], *, max_length: int
             max_length,
             _which(truncated),
             max(len(encoded[i]) for i in truncated) + 1,
+            extra={"truncated": tuple(truncated)},
         )
     return [ids[:limit] + [endoftext_id] for ids in encoded]
 
@@ -160,10 +161,13 @@ def rerank_rows(
             max_length,
             _which(truncated),
             max(len(encoded[i]) for i in truncated) + len(prefix) + len(suffix),
+            extra={"truncated": tuple(truncated)},
         )
     return [prefix + ids[:budget] + suffix for ids in encoded]
 
 
 def _which(indices: Sequence[int]) -> str:
+    """``input 3`` / ``inputs 0, 3, ...``: positions in the caller's list (the log record also carries them whole as
+    its ``truncated`` attribute, for a caller that can name its inputs)."""
     shown = ", ".join(map(str, indices[:10]))
     return f"input {shown}" if len(indices) == 1 else f"inputs {shown}{', ...' if len(indices) > 10 else ''}"

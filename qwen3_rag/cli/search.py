@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import textwrap
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -98,7 +100,8 @@ def rerank(reranker: Any, query: str, hits: list[Hit], *, top_n: int) -> list[Hi
     if not hits:
         return []
     try:
-        results = reranker.rerank(query, [h.text for h in hits], top_n=top_n)
+        with _naming_truncated(hits):
+            results = reranker.rerank(query, [h.text for h in hits], top_n=top_n)
     except ValueError as exc:  # the core's input checks: here only "the instruction and query take N tokens"
         raise UsageError(
             f"the question is too long to rerank: {one_line(exc).replace('max_length', '--max-length')}, "
@@ -110,6 +113,29 @@ def rerank(reranker: Any, query: str, hits: list[Hit], *, top_n: int) -> list[Hi
         hit.rerank_score = float(result.score)
         out.append(hit)
     return out
+
+
+@contextmanager
+def _naming_truncated(hits: list[Hit]) -> Iterator[None]:
+    """While reranking ``hits``: the core's truncation warning names the chunks it cut (``report.pdf p. 3, chunk
+    5``) instead of their positions in the list."""
+
+    thread = threading.get_ident()
+
+    def name(record: logging.LogRecord) -> bool:
+        indices = getattr(record, "truncated", None)
+        if indices and record.thread == thread:
+            named = "; ".join(f"{hits[i].location}, chunk {hits[i].chunk}" for i in indices[:10] if i < len(hits))
+            more = f" and {len(indices) - 10} more" if len(indices) > 10 else ""
+            record.msg, record.args = f"{record.getMessage()} -- cut: {named}{more}", None
+        return True
+
+    logger = logging.getLogger("qwen3_rag")
+    logger.addFilter(name)
+    try:
+        yield
+    finally:
+        logger.removeFilter(name)
 
 
 def check_question_length(embedder: Qwen3Embedder, question: str, instruction: str, max_length: int) -> None:

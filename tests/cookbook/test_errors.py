@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 import torch
@@ -415,3 +414,17 @@ def test_index_chunks_never_reach_the_truncation_warning(qwen3_rag, tmp_path, cl
     assert indexed.code == 0, indexed.err
     assert "truncated" not in indexed.err
     assert "Indexed 1 files" in indexed.err
+
+
+def test_a_search_that_cuts_passages_names_the_chunks_it_cut(qwen3_rag, tmp_path, cli_env):
+    """The one CLI path that truncates: `search --max-length N` below the index's chunks. The warning names the
+    file and chunk of each passage the reranker cut, not its position in a list the user never saw."""
+    doc = tmp_path / "long.md"
+    doc.write_text(" ".join(f"Sentence {i} talks about the sun and the stars." for i in range(300)), encoding="utf-8")
+    assert qwen3_rag("index", doc, "--chunk-size", "200", "--chunk-overlap", "0").code == 0
+    result = qwen3_rag("search", "sun", "--max-length", "96", "--top-k", "3", "--top-n", "3")
+    assert result.code == 0, result.err
+    warning = [line for line in result.err.splitlines() if "truncated" in line]
+    assert len(warning) == 1, result.err
+    assert "-- cut: " in warning[0]
+    assert warning[0].count("long.md:1, chunk ") == 3  # the three passages reranked, each named
