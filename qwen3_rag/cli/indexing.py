@@ -59,7 +59,8 @@ def run_index(opts: Resolved, console: Console) -> int:
     with lock.index_run(db_path, console):
         access = lock.AccessLock(db_path)
         try:
-            return _index(opts, console, found, db, access)
+            with store.server_errors(db):
+                return _index(opts, console, found, db, access)
         finally:
             access.close()
 

@@ -117,9 +117,28 @@ def connected(db: str | os.PathLike, *, create: bool) -> Iterator[Any]:
     process writes to next (chromadb caches one per path and process)."""
     client = open_client(db, create=create)
     try:
-        yield client
+        with server_errors(db):
+            yield client
     finally:
         close_client(client)
+
+
+@contextmanager
+def server_errors(db: str | os.PathLike) -> Iterator[None]:
+    """A server that goes away while the body talks to it is one UsageError naming it, not a traceback."""
+    if not is_server(db):
+        yield
+        return
+    import httpx
+
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise UsageError(f"lost the Chroma server at {os.fspath(db)} ({exc or type(exc).__name__})") from None
+    except ValueError as exc:
+        if "Could not connect to a Chroma server" not in str(exc):
+            raise
+        raise UsageError(f"lost the Chroma server at {os.fspath(db)}: is it still running?") from None
 
 
 def remove_new_database(path: Path) -> None:

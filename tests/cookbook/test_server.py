@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -85,6 +86,11 @@ def test_index_search_and_ask_work_against_a_chroma_server(qwen3_rag, corpus, se
     answered = qwen3_rag("ask", "How is bread made?", "--top-n", "2", "--max-new-tokens", "4", "--json")
     assert answered.code == 0, answered.err
     assert [s["rank"] for s in json.loads(answered.out)["sources"]] == [1, 2]
+    questions = corpus.parent / "questions.json"
+    questions.write_text(json.dumps([{"question": "How is bread made?", "relevant": ["bread.txt"]}]), "utf-8")
+    measured = qwen3_rag("eval", questions, "--no-rerank", "--json")
+    assert measured.code == 0, measured.err
+    assert json.loads(measured.out)["questions"] == 1
     assert not cli_env.exists()  # nothing was written locally: no folder, no lock files
 
 
@@ -136,6 +142,17 @@ def test_a_server_that_refuses_is_one_line_naming_the_url(qwen3_rag, corpus, ser
     with_password = server_db.replace("http://", "http://admin:secret@")
     result = qwen3_rag("search", "sun", "--db", with_password)
     assert result.code == 2 and "not in the URL" in one_line(result.err) and "secret" not in result.err
+
+
+def test_a_server_that_goes_away_mid_run_is_one_line(tmp_path, cli_env):
+    from qwen3_rag.cli import store
+    from qwen3_rag.cli.errors import UsageError
+
+    with serving(tmp_path / "data", tmp_path / "short-lived.log") as server:  # noqa: SIM117
+        with pytest.raises(UsageError, match=f"lost the Chroma server at {server.url}"):
+            with store.connected(server.url, create=False) as client:  # what search and ask read through
+                server.stop()
+                client.list_collections()
 
 
 def test_moving_an_index_to_a_server_is_serving_its_folder(qwen3_rag, corpus, cli_env, tmp_path):
@@ -324,3 +341,17 @@ def test_vectors_on_a_server_equal_the_embedded_ones(qwen3_rag, corpus, server_d
     by_id = dict(zip(local["ids"], local["embeddings"], strict=True))
     for id_, vector in zip(remote["ids"], remote["embeddings"], strict=True):
         np.testing.assert_allclose(vector, by_id[id_], atol=1e-6)
+
+
+def test_the_server_guide_snippets_run_against_a_server(chroma_server, tiny_embedding_path, monkeypatch, tmp_path):
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "chroma-server.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", guide, flags=re.S)
+    runnable = [b for b in blocks if "qwen3_rag.distributed" not in b]  # the Ray one: tests/scaleout/test_cli_ray.py
+    assert len(runnable) == 3
+    monkeypatch.chdir(tmp_path)
+    for code in runnable:
+        code = code.replace("port=8000", f"port={chroma_server.port}")
+        code = code.replace('"Qwen/Qwen3-Embedding-0.6B"', repr(str(tiny_embedding_path)))
+        exec(compile(code, "docs/chroma-server.md", "exec"), {"__name__": "guide"})
+    names = {c.name for c in server_client(chroma_server).list_collections()}
+    assert {"docs-python", "docs-langchain", "docs-llamaindex"} <= names

@@ -168,3 +168,22 @@ def test_ray_refuses_the_options_it_cannot_honour(tmp_path, capsys, flags, envir
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "db").exists()  # refused before anything was created or loaded
+
+
+def test_write_to_chroma_creates_a_named_collection_with_the_outputs_embedding_function(tmp_path):
+    from qwen3_rag.distributed import write_to_chroma
+    from tests.scaleout.test_distributed import _fake_output
+
+    _fake_output(tmp_path / "out", dimensions=None)
+    assert write_to_chroma(tmp_path / "out", "corpus", db=tmp_path / "db") == 2
+    assert write_to_chroma(tmp_path / "out", "corpus", db=tmp_path / "db") == 2  # idempotent
+    with chromadb.PersistentClient(path=str(tmp_path / "db"), settings=Settings(anonymized_telemetry=False)) as c:
+        collection = c.get_collection("corpus")
+        assert collection.count() == 2
+        config = collection.configuration_json
+    function = config["embedding_function"]
+    assert (function["name"], function["config"]["model"], config["hnsw"]["space"]) == ("qwen3_rag", "m", "cosine")
+    with pytest.raises(TypeError, match="needs db="):
+        write_to_chroma(tmp_path / "out", "corpus")
+    with pytest.raises(ValueError, match="Chroma refuses the collection name 'a'"):
+        write_to_chroma(tmp_path / "out", "a", db=tmp_path / "db")
