@@ -352,7 +352,7 @@ class NewCollection:
     like every write): a run that fails or is interrupted before then -- a model that cannot embed, a Ctrl-C --
     leaves no empty collection behind; if the first write itself fails, the collection it created is removed."""
 
-    def __init__(self, client: Any, name: str, create: Callable[[], Any]) -> None:
+    def __init__(self, client: Any, name: str, create: Callable[[], tuple[Any, bool]]) -> None:
         self._client, self._name, self._create = client, name, create
         self._collection: Any = None
 
@@ -365,12 +365,12 @@ class NewCollection:
         if self._collection is not None:
             self._collection.upsert(**kwargs)
             return
-        collection = self._create()
+        collection, ours = self._create()
         try:
             collection.upsert(**kwargs)
         except BaseException:
-            with contextlib.suppress(Exception):  # e.g. a server that went away: the first error is the one to see
-                if collection.count() == 0:  # ours, and still empty (a concurrent run's would hold its chunks)
+            if ours:  # never another run's (on a server, a concurrent first run may have created it)
+                with contextlib.suppress(Exception):  # e.g. a server that went away: the first error is the one to see
                     self._client.delete_collection(self._name)
             raise
         self._collection = collection

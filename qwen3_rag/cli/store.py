@@ -196,9 +196,9 @@ def recorded_fingerprint(collection: Any, where: str) -> Fingerprint:
 
 def create_collection(
     client: Any, name: str, fingerprint: Fingerprint, embedder: Qwen3Embedder, where: str | None = None
-) -> Any:
-    """A new collection stamped with ``fingerprint``. If another run created it meanwhile (two runs against one
-    server), that one is used when its fingerprint is this run's, and refused otherwise."""
+) -> tuple[Any, bool]:
+    """A new collection stamped with ``fingerprint``, and True. If another run created it meanwhile (two runs
+    against one server), that one, and False -- when its fingerprint is this run's; otherwise a refusal."""
     from qwen3_rag.chroma import Qwen3EmbeddingFunction
 
     function = Qwen3EmbeddingFunction(
@@ -208,12 +208,13 @@ def create_collection(
         embedder=embedder,
     )
     try:
-        return client.create_collection(
+        created = client.create_collection(
             name,
             metadata=fingerprint.to_metadata(),
             configuration={"hnsw": {"space": "cosine"}},
             embedding_function=function,
         )
+        return created, True
     except Exception:
         if name not in _names(client):
             raise
@@ -225,7 +226,7 @@ def create_collection(
             f"{where} was just created by another run, with {recorded.describe()}; this run embeds with "
             f"{fingerprint.describe()}. Vectors made differently cannot be compared: index into another --collection"
         )
-    return collection
+    return collection, False
 
 
 def _settings(fingerprint: Fingerprint) -> tuple[Any, ...]:

@@ -200,9 +200,9 @@ def test_a_collection_created_meanwhile_is_used_if_it_matches_and_refused_if_not
     embedder = Qwen3Embedder(tiny_embedding_path, device="cpu")
     ours = Fingerprint(str(tiny_embedding_path), 64, "web search", True, (0.1, 0.2))
     client = server_client(chroma_server, os.environ["CHROMA_DATABASE"])
-    first = store.create_collection(client, "shared", ours, embedder)
-    again = store.create_collection(client, "shared", ours, embedder)  # what a concurrent first run does
-    assert again.id == first.id
+    first, created = store.create_collection(client, "shared", ours, embedder)
+    again, created_again = store.create_collection(client, "shared", ours, embedder)  # a concurrent first run
+    assert (created, created_again) == (True, False) and again.id == first.id
     with pytest.raises(FingerprintMismatch, match="just created by another run"):
         store.create_collection(client, "shared", Fingerprint(ours.model, 32, "web search"), embedder)
 
