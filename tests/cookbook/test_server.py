@@ -187,8 +187,10 @@ def test_two_index_runs_at_once_on_one_server_both_complete(chroma_server, serve
     collection = server_collection(chroma_server)
     stored = collection.get(include=["embeddings", "metadatas"])
     assert len(stored["ids"]) == collection.count() == 300
-    reached = collection.query(query_embeddings=[stored["embeddings"][0]], n_results=300, include=[])["ids"][0]
-    assert sorted(reached) == sorted(stored["ids"])  # every chunk reachable by search
+    # Every chunk reachable by search: a query with its own vector finds it. (One query for all 300 at once is
+    # approximate in HNSW: it missed one chunk in 1 of ~20 runs of this test, so it is not the check.)
+    found = collection.query(query_embeddings=stored["embeddings"], n_results=3, include=[])["ids"]
+    assert [i for i, hits in zip(stored["ids"], found, strict=True) if i not in hits] == []
     assert {Path(m["source"]).parent.name for m in stored["metadatas"]} == {"planets", "rivers"}
 
 
