@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 import numpy as np
 
-from qwen3_rag._validation import check_instruction, check_positive
+from qwen3_rag._validation import check_dimensions, check_instruction, check_positive
 from qwen3_rag.prompts import DEFAULT_EMBEDDING_MODEL
 
 if TYPE_CHECKING:
@@ -95,6 +95,10 @@ class CorpusEmbeddingResult:
     """Length of the vectors in the folder (``None`` while it is empty)."""
     seconds: float
     """Wall time of the call: actor start-up and model loading included, and Ray's start when the call started it."""
+    skipped: tuple[tuple[str, str], ...] = ()
+    """Documents of a folder that were not embedded, with the reason (``("notes/x.txt", "not UTF-8 text (byte
+    12)")``): binary, undecodable or empty files, as the ``qwen3-rag`` CLI skips them. They are read again by
+    the next run."""
 
     @property
     def total(self) -> int:
@@ -151,8 +155,12 @@ def embed_corpus(
             object per line) or a folder holding only such files; a folder of documents (``.txt``/``.md``,
             searched recursively, id = the path relative to the folder, e.g. ``guides/install.md``); or a list
             of dicts (rows built here, e.g. chunks). Tables need ``id_column`` and ``text_column``; ids must be
-            unique. Documents are embedded whole (no chunking here: chunk first and pass the chunks as rows
-            or a table). Paths must be readable from every node.
+            unique, and are checked: a duplicate among the rows to embed is a ValueError before anything is
+            embedded (a table's rows are read once, checked, then embedded). Documents are embedded whole (no
+            chunking here: chunk first and pass the chunks as rows or a table); they are UTF-8 text (or
+            UTF-16/UTF-32 with a byte-order mark), and a binary, undecodable or empty file is skipped and
+            reported (``CorpusEmbeddingResult.skipped``, and a warning), as the ``qwen3-rag`` CLI does. Paths
+            must be readable from every node.
         output_dir: folder of parquet files; created if missing. On a cluster: a path every node sees.
         model: Hub id or local folder, loaded once per actor (a cluster: on every node).
         dimensions: Matryoshka size (32..hidden size); ``None`` keeps the full vector.
@@ -203,8 +211,12 @@ def embed_corpus(
     pq = _import_parquet()
     new_files = tuple(sorted(set(_parquet_files(output)) - before))
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in new_files)
+    skipped: tuple[tuple[str, str], ...] = ()
+    if plan.kind == "documents" and not plan.empty:
+        written = {i for f in new_files for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()}
+        skipped = _skipped_documents(plan, written)
     seconds = time.perf_counter() - started
-    result = CorpusEmbeddingResult(output, new_files, rows, len(done_ids), _output_dimension(output), seconds)
+    result = CorpusEmbeddingResult(output, new_files, rows, len(done_ids), _output_dimension(output), seconds, skipped)
     logger.info("embedded %d rows (%d already there) into %s in %.1f s", rows, len(done_ids), output, seconds)
     return result
 
@@ -235,7 +247,8 @@ def iter_embedded(
     No output folder (so no shared storage is needed on a cluster) and no resuming: the caller keeps track
     of what it wrote -- e.g. the CLI, whose Chroma collection already records which chunks are indexed. Batches
     arrive in no particular order, up to ``rows_per_call`` rows each. Ray stays initialised until the
-    iteration ends (or the generator is closed). Arguments as in ``embed_corpus``.
+    iteration ends (or the generator is closed). Arguments as in ``embed_corpus``; documents of a folder that
+    are skipped (binary, undecodable, empty) are named in a warning of the ``qwen3_rag`` logger at the end.
     """
     job = _Job.checked(
         model=model, dimensions=dimensions, instruction=instruction, max_length=max_length, dtype=dtype,
@@ -247,13 +260,18 @@ def iter_embedded(
     plan = _plan_source(ray, source, job)
     if plan.empty:
         return
+    seen: set[str] = set()
     with _RaySession(ray, address, ray_init_kwargs):
         embedded = job.embed(ray, _source_dataset(ray, plan, None, rows_per_call=job.rows_per_call))
-        if embedded is None:
-            return
-        for table in embedded.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for record_batch in table.to_batches():
-                yield _embedding_batch(record_batch)
+        if embedded is not None:
+            for table in embedded.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for record_batch in table.to_batches():
+                    batch = _embedding_batch(record_batch)
+                    if plan.kind == "documents":
+                        seen.update(batch.ids)
+                    yield batch
+    if plan.kind == "documents":
+        _skipped_documents(plan, seen)
 
 
 @dataclass(frozen=True)
@@ -288,7 +306,7 @@ class _Job:
         return cls(**{
             **kwargs,
             "model": os.fspath(kwargs["model"]),
-            "dimensions": _check_dimensions(kwargs["dimensions"]),
+            "dimensions": check_dimensions(kwargs["dimensions"]),
             "instruction": check_instruction(kwargs["instruction"]) or None,
             "metadata_columns": _check_metadata_columns(kwargs["metadata_columns"]),
         })  # fmt: skip
@@ -349,14 +367,42 @@ def _embedding_batch(record_batch: pa.RecordBatch) -> EmbeddingBatch:
     )
 
 
-def write_to_chroma(output_dir: str | os.PathLike, collection: Any, *, batch_rows: int = 1000) -> int:
+def write_to_chroma(
+    output_dir: str | os.PathLike,
+    collection: Any,
+    *,
+    db: str | os.PathLike | None = None,
+    batch_rows: int = 1000,
+) -> int:
     """Upsert every row of a job's output folder into a Chroma collection; returns the number of rows.
 
     ``collection`` is a ``chromadb`` collection (anything with ``upsert(ids=, embeddings=, documents=,
-    metadatas=)``). Upserting is idempotent, so rerunning after a resumed job is safe. The collection's
-    embedding function is not called for these rows, but it must be the same model (and ``dimensions``)
-    for the queries later.
+    metadatas=)``, from a ``PersistentClient`` or a ``HttpClient`` alike), or the name of one in ``db``: a
+    database folder or a Chroma server URL (``http://HOST:PORT``, ``https://HOST[:PORT]``), opened by
+    :func:`qwen3_rag.chroma.open_chroma_client` exactly as ``qwen3-rag --db`` opens it (tenant, database and
+    credentials from ``CHROMA_TENANT``, ``CHROMA_DATABASE``, ``CHROMA_API_KEY``, ...). A named collection that
+    does not exist yet is created with the cosine space and a ``Qwen3EmbeddingFunction`` of the folder's model,
+    ``dimensions`` and ``max_length`` (from its manifest), so that ``query_texts`` later embed queries to match.
+    Upserting is idempotent, so rerunning after a resumed job is safe. The collection's embedding function is
+    not called for these rows, but it must be the same model (and ``dimensions``) for the queries later.
     """
+    batch_rows = check_positive(batch_rows, "batch_rows")
+    if isinstance(collection, str):
+        if db is None:
+            raise TypeError("write_to_chroma(..., collection=NAME) needs db= (a folder or a Chroma server URL)")
+        client, collection = _named_collection(Path(output_dir), collection, db)
+        try:
+            return _upsert_output(output_dir, collection, batch_rows)
+        finally:
+            close = getattr(client, "close", None)
+            if close is not None:
+                close()
+    if db is not None:
+        raise TypeError("db= names where a collection NAME lives; pass either a collection or a name with db=")
+    return _upsert_output(output_dir, collection, batch_rows)
+
+
+def _upsert_output(output_dir: str | os.PathLike, collection: Any, batch_rows: int) -> int:
     written = 0
     for batch in iter_embeddings(output_dir, batch_rows=batch_rows):
         kwargs: dict[str, Any] = {"ids": batch.ids, "embeddings": batch.vectors}
@@ -369,18 +415,54 @@ def write_to_chroma(output_dir: str | os.PathLike, collection: Any, *, batch_row
     return written
 
 
+def _named_collection(output: Path, name: str, db: str | os.PathLike) -> tuple[Any, Any]:
+    """(client, collection) for ``name`` in ``db``, created with the output folder's embedding settings."""
+    from qwen3_rag.chroma import Qwen3EmbeddingFunction, check_collection_name, open_chroma_client
+
+    check_collection_name(name)
+    manifest_path = output / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{output} holds no {MANIFEST_NAME}: not an output folder of embed_corpus")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    kwargs: dict[str, Any] = {"dimensions": manifest.get("dimensions"), "max_length": manifest.get("max_length", 8192)}
+    if manifest.get("instruction"):  # a symmetric task: queries carry the documents' instruction
+        kwargs["instruction"] = manifest["instruction"]
+    function = Qwen3EmbeddingFunction(manifest["model"], **kwargs)
+    client = open_chroma_client(db)
+    try:
+        collection = client.get_or_create_collection(
+            name, embedding_function=function, configuration={"hnsw": {"space": "cosine"}}
+        )
+    except BaseException:
+        close = getattr(client, "close", None)
+        if close is not None:
+            close()
+        raise
+    return client, collection
+
+
 def embed_corpus_to_chroma(
     source: Source,
     output_dir: str | os.PathLike,
     collection: Any,
     *,
+    db: str | os.PathLike | None = None,
     batch_rows: int = 1000,
     **embed_corpus_kwargs: Any,
 ) -> CorpusEmbeddingResult:
     """``embed_corpus`` then ``write_to_chroma`` of the whole output folder (rows of earlier runs included,
-    so a run interrupted between the two steps heals on the next). Keyword arguments go to ``embed_corpus``."""
+    so a run interrupted between the two steps heals on the next). ``collection``: a chromadb collection, or
+    the name of one in ``db`` (a folder or a Chroma server URL; see ``write_to_chroma``). Only this process
+    talks to Chroma: the actors write parquet, so a server reachable from here is enough. Keyword arguments go
+    to ``embed_corpus``."""
+    if isinstance(collection, str):
+        from qwen3_rag.chroma import check_collection_name
+
+        check_collection_name(collection)  # before anything is embedded
+        if db is None:
+            raise TypeError("embed_corpus_to_chroma(..., collection=NAME) needs db= (a folder or a server URL)")
     result = embed_corpus(source, output_dir, **embed_corpus_kwargs)
-    write_to_chroma(output_dir, collection, batch_rows=batch_rows)
+    write_to_chroma(output_dir, collection, db=db, batch_rows=batch_rows)
     return result
 
 
@@ -455,15 +537,67 @@ def _select_rows(
     return table
 
 
-def _read_documents(batch: pa.Table, *, root: str) -> pa.Table:
-    """Read the files named by the ``id`` column (paths relative to ``root``) into a ``text`` column."""
+def _read_documents(batch: pa.Table, *, root: str, problems: bool = False) -> pa.Table:
+    """Read the files named by the ``id`` column (paths relative to ``root``) into a ``text`` column, decoded as
+    the ``qwen3-rag`` CLI decodes text: a byte-order mark chooses UTF-8, UTF-16 or UTF-32, else the bytes must
+    be UTF-8 with no NUL in the first 8 KiB; newlines normalised. A file that is binary, undecodable or empty
+    is left out (never decoded with replacement characters); with ``problems``, every file is kept, with the
+    reason in a ``problem`` column (null for a readable file) and a null text."""
+    import codecs
     from pathlib import Path
 
     import pyarrow as pa
 
+    boms = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8"),
+            (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))  # fmt: skip
+
+    def decode(data: bytes) -> tuple[str | None, str | None]:
+        for bom, codec in boms:
+            if data.startswith(bom):
+                try:
+                    text = data[len(bom) :].decode(codec)
+                except UnicodeDecodeError as exc:
+                    return None, f"not {codec.upper()} text despite its byte-order mark (byte {exc.start + len(bom)})"
+                break
+        else:
+            if b"\x00" in data[:8192]:
+                return None, "binary file"
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return None, f"not UTF-8 text (byte {exc.start})"
+        if not text.strip():
+            return None, "empty file"
+        return text.replace("\r\n", "\n").replace("\r", "\n"), None
+
     ids = batch.column("id").to_pylist()
-    texts = [(Path(root) / i).read_text(encoding="utf-8", errors="replace") for i in ids]
-    return pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(texts, pa.string())})
+    read = []
+    for name in ids:
+        try:
+            read.append(decode((Path(root) / name).read_bytes()))
+        except OSError as exc:
+            read.append((None, f"unreadable ({exc.strerror or type(exc).__name__})"))
+    if problems:
+        return pa.table({"id": pa.array(ids, pa.string()), "text": pa.array([t for t, _ in read], pa.string()),
+                         "problem": pa.array([p for _, p in read], pa.string())})  # fmt: skip
+    kept = [(i, text) for i, (text, _) in zip(ids, read, strict=True) if text is not None]
+    return pa.table({"id": pa.array([i for i, _ in kept], pa.string()),
+                     "text": pa.array([t for _, t in kept], pa.string())})  # fmt: skip
+
+
+def _skipped_documents(plan: _SourcePlan, written: set[str]) -> tuple[tuple[str, str], ...]:
+    """The planned documents that were not written, with the reason (read again here), each logged as a warning."""
+    import pyarrow as pa
+
+    missing = [n for n in plan.names if n not in written]
+    if not missing:
+        return ()
+    table = _read_documents(pa.table({"id": pa.array(missing, pa.string())}), root=plan.paths[0], problems=True)
+    problems = table.column("problem").to_pylist()
+    skipped = tuple((name, problem or "not embedded") for name, problem in zip(missing, problems, strict=True))
+    for name, reason in skipped:
+        logger.warning("skipped %s: %s", Path(plan.paths[0]) / name, reason)
+    return skipped
 
 
 def _by_value(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -525,6 +659,8 @@ def _plan_source(ray: Any, source: Any, job: _Job) -> _SourcePlan:
         bad = next((i for i, row in enumerate(source) if not isinstance(row, Mapping)), None)
         if bad is not None:
             raise TypeError(f"source[{bad}] must be a dict like the other rows, got {type(source[bad]).__name__}")
+        ids = [str(row[job.id_column]) for row in source if row.get(job.id_column) is not None]
+        _check_unique(ids, f"column {job.id_column!r} of the rows")
         return _SourcePlan("rows", rows=tuple(source), select=select)
     kind, paths = _classify_source(source)
     if kind != "documents":
@@ -556,7 +692,37 @@ def _source_dataset(ray: Any, plan: _SourcePlan, done_ids: pa.Array | None, *, r
               "done_ids": done_ids if done_ids is not None and len(done_ids) else None}  # fmt: skip
     dataset = dataset.map_batches(_by_value(_select_rows), fn_kwargs=select, batch_format="pyarrow")
     # Blocks of at most rows_per_call rows, so that one large file is still spread over every actor.
-    return dataset.repartition(target_num_rows_per_block=rows_per_call)
+    dataset = dataset.repartition(target_num_rows_per_block=rows_per_call)
+    if plan.kind in ("dataset", "parquet", "json"):
+        # Ids are promised unique: read the rows to embed once, check their ids, and embed what was read.
+        dataset = dataset.materialize()
+        ids = [b.column("id") for b in dataset.select_columns(["id"]).iter_batches(batch_format="pyarrow")]
+        _check_unique(ids, f"column {id_column!r} of the source")
+    return dataset
+
+
+def _check_unique(ids: Sequence[Any], where: str) -> None:
+    """A ValueError naming the first few ids that occur more than once (``ids``: strings or pyarrow arrays)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not ids:
+        return
+    if isinstance(ids[0], str):
+        array = pa.array(list(ids), pa.string())
+    else:
+        array = pa.chunked_array(list(ids), pa.string()).combine_chunks()
+    if len(pc.unique(array)) == len(array):
+        return
+    counts = pc.value_counts(array)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    names = repeated.field("values").to_pylist()
+    shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    msg = (
+        f"ids must be unique, but {len(names)} occur more than once in {where}: {shown}. Nothing was embedded: "
+        "give every row its own id"
+    )
+    raise ValueError(msg)
 
 
 def _classify_source(source: Any) -> tuple[str, list[str]]:
@@ -692,14 +858,6 @@ def _import_parquet() -> Any:
     except ImportError as exc:
         raise ImportError(f"reading the corpus job's output needs pyarrow: pip install pyarrow ({exc})") from exc
     return pq
-
-
-def _check_dimensions(dimensions: Any) -> int | None:
-    if dimensions is None:
-        return None
-    if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 32:
-        raise ValueError(f"dimensions must be an integer >= 32 (up to the model's hidden size), got {dimensions!r}")
-    return dimensions
 
 
 def _check_resources(num_gpus_per_actor: Any, num_cpus_per_actor: Any) -> None:

@@ -9,6 +9,7 @@ old chunks are deleted only after the new ones are stored. A file with the same 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -46,16 +47,20 @@ EMBED_CHUNKS = 128
 def run_index(opts: Resolved, console: Console) -> int:
     args = opts.args
     check_chunking(args.chunk_size, args.chunk_overlap, max_length=args.max_length)
-    found = find_files(args.paths)
+    if args.ray is not None:
+        check_ray_options(opts)
     db = opts.value("db", store.DEFAULT_DB)
-    db_path = store.check_db_path(db)
+    store.check_collection_name(opts.value("collection", store.DEFAULT_COLLECTION))
+    db_path = store.check_db_path(db, create=True)  # None: a server, which needs no lock of ours
+    found = find_files(args.paths)
     if not found.files and not store.exists(db):
         report_skipped(console, found.skipped)
         raise UsageError(nothing_found(args.paths))
     with lock.index_run(db_path, console):
         access = lock.AccessLock(db_path)
         try:
-            return _index(opts, console, found, db, access)
+            with store.server_errors(db):
+                return _index(opts, console, found, db, access)
         finally:
             access.close()
 
@@ -66,16 +71,31 @@ def _index(opts: Resolved, console: Console, found: FoundFiles, db: str, access:
     args = opts.args
     name = opts.value("collection", store.DEFAULT_COLLECTION)
     where = store.index_label(db, name)
+    db_path = store.check_db_path(db)
+    # A new database is created only once the model has loaded (and accepted the settings asked for), and removed
+    # again if the run stores nothing in it.
+    new_db = db_path is not None and not (db_path / "chroma.sqlite3").is_file()
+    loaded = load_embedder(opts.embedding_request(), None, where) if new_db else None
     with access.writing():
         client = store.open_client(db, create=True)
+    collection: Any = None
     try:
-        collection = store.existing_collection(client, name, db)
-        recorded = store.recorded_fingerprint(collection, where) if collection is not None else None
-        embedder, fingerprint = load_embedder(opts.embedding_request(), recorded, where)
-        if collection is None:
-            with access.writing():
-                collection = store.create_collection(client, name, fingerprint, embedder)
-        held = store.held_chunks(collection)
+        existing = store.existing_collection(client, name, db)
+        if existing is None and not found.files:  # nothing to store and nothing to prune
+            report_skipped(console, found.skipped)
+            raise UsageError(nothing_found(args.paths))
+        recorded = store.recorded_fingerprint(existing, where) if existing is not None else None
+        if loaded is not None and recorded is None:
+            embedder, fingerprint = loaded
+        else:
+            embedder, fingerprint = load_embedder(opts.embedding_request(), recorded, where)
+        if existing is None:
+            collection = NewCollection(
+                client, name, lambda: store.create_collection(client, name, fingerprint, embedder, where)
+            )
+        else:
+            collection = existing
+        held = store.held_chunks(existing) if existing is not None else store.Held()
 
         report = IndexReport(skipped=list(found.skipped))
         tokenizer = embedder_tokenizer(embedder)  # chunks are counted in the embedder's own tokens
@@ -131,6 +151,8 @@ def _index(opts: Resolved, console: Console, found: FoundFiles, db: str, access:
         count = collection.count()
     finally:
         store.close_client(client)
+        if new_db and (collection is None or (isinstance(collection, NewCollection) and not collection.created)):
+            store.remove_new_database(db_path)
     report_skipped(console, report.skipped, held=held)
     for path, note in report.notes:
         console.warn(f"{display_path(path)}: {note}")
@@ -147,6 +169,43 @@ def _index(opts: Resolved, console: Console, found: FoundFiles, db: str, access:
     if not report.indexed and not report.unchanged and not removed:
         raise UsageError("nothing was indexed: every file was skipped" if report.skipped else nothing_found(args.paths))
     return 0
+
+
+def check_ray_options(opts: Resolved) -> None:
+    """``--ray`` embeds on Ray actors: the options that choose where embedding runs must agree with that (one line,
+    before anything loads). ``--device`` is honoured when it says what the actors do -- ``cpu`` with
+    ``--ray-gpus 0``, ``cuda`` with GPUs per actor (each actor uses the GPU Ray gives it) -- and refused otherwise;
+    ``--embedding-url`` (a vLLM server does the embedding) cannot be combined with it."""
+    args = opts.args
+    url = opts.setting("embedding_url")
+    if url.given:
+        raise UsageError(
+            f"{url.origin} and --ray both say where to embed: a vLLM server, or a Ray actor pool -- drop one"
+        )
+    dtype = opts.setting("dtype")
+    if dtype.given and str(dtype.value).lower() == "int8" and args.ray_gpus > 0:
+        raise UsageError(
+            f"{dtype.origin} int8 is a CPU mode, and --ray-gpus {args.ray_gpus:g} puts the actors on GPUs: "
+            "drop one of them"
+        )
+    device = opts.setting("device")
+    if not device.given:
+        return
+    kind = str(device.value).split(":")[0].lower()
+    if kind == "cpu" and args.ray_gpus == 0:
+        return
+    if kind == "cuda" and args.ray_gpus > 0:
+        if ":" in str(device.value):
+            raise UsageError(
+                f"{device.origin} {device.value}: with --ray each actor uses the GPU that Ray assigns it; "
+                "say --device cuda (or leave it out)"
+            )
+        return
+    where = f"on {args.ray_gpus:g} GPU(s) each (--ray-gpus)" if args.ray_gpus else "on the CPU (--ray-gpus 0)"
+    raise UsageError(
+        f"{device.origin} {device.value} does not match --ray, whose actors embed {where}: "
+        + ("pass --ray-gpus 1 to embed on GPUs" if kind == "cuda" else "drop it, or set --ray-gpus to match")
+    )
 
 
 def nothing_found(paths: list[str]) -> str:
@@ -286,6 +345,47 @@ def vanished(held: store.Held, found: FoundFiles, report: IndexReport, *, prune:
 
 
 # -------------------------------------------------------------------------------------------------- writing
+
+
+class NewCollection:
+    """The collection a first run writes to, created only when its first chunks are stored (under the write lock,
+    like every write): a run that fails or is interrupted before then -- a model that cannot embed, a Ctrl-C --
+    leaves no empty collection behind; if the first write itself fails, the collection it created is removed."""
+
+    def __init__(self, client: Any, name: str, create: Callable[[], tuple[Any, bool]]) -> None:
+        self._client, self._name, self._create = client, name, create
+        self._collection: Any = None
+
+    @property
+    def created(self) -> bool:
+        """Whether this run created the collection (and stored chunks in it)."""
+        return self._collection is not None
+
+    def upsert(self, **kwargs: Any) -> None:
+        if self._collection is not None:
+            self._collection.upsert(**kwargs)
+            return
+        collection, ours = self._create()
+        try:
+            collection.upsert(**kwargs)
+        except BaseException:
+            if ours:  # never another run's (on a server, a concurrent first run may have created it)
+                with contextlib.suppress(Exception):  # e.g. a server that went away: the first error is the one to see
+                    self._client.delete_collection(self._name)
+            raise
+        self._collection = collection
+
+    def delete(self, ids: list[str]) -> None:
+        if self._collection is not None:
+            self._collection.delete(ids=ids)
+
+    def get(self, **kwargs: Any) -> Any:
+        if self._collection is None:  # nothing stored yet: nothing to reuse
+            return {"ids": [], "embeddings": [], "metadatas": [], "documents": []}
+        return self._collection.get(**kwargs)
+
+    def count(self) -> int:
+        return 0 if self._collection is None else self._collection.count()
 
 
 def _groups(planned: list[PlannedFile], group_chunks: int) -> Iterator[list[PlannedFile]]:

@@ -12,6 +12,8 @@ Unlicense, already a dependency of huggingface_hub):
 
 A database folder the user cannot write to cannot be indexed into; it is read without the access lock (nothing
 can be writing to it).
+
+A Chroma server (``--db http://...``) takes no locks here: concurrency is the server's job (``db`` is None).
 """
 
 from __future__ import annotations
@@ -32,10 +34,14 @@ _NOTICE_AFTER = 1.0
 
 
 @contextmanager
-def index_run(db: Path, console: Console) -> Iterator[None]:
-    """Hold the index lock of ``db`` (created if needed) for the body: waits, with a message, for another run."""
+def index_run(db: Path | None, console: Console) -> Iterator[None]:
+    """Hold the index lock of ``db`` (created if needed) for the body: waits, with a message, for another run.
+    ``None`` (a server) holds nothing."""
     from filelock import FileLock, Timeout
 
+    if db is None:
+        yield
+        return
     try:
         db.mkdir(parents=True, exist_ok=True)
         lock = FileLock(db / INDEX_LOCK)
@@ -53,10 +59,11 @@ def index_run(db: Path, console: Console) -> Iterator[None]:
 
 
 class AccessLock:
-    """The reader/writer lock of one database folder (see the module's docstring)."""
+    """The reader/writer lock of one database folder (see the module's docstring); for ``None`` (a server), a lock
+    that holds nothing."""
 
-    def __init__(self, db: Path) -> None:
-        self.path = db / ACCESS_LOCK
+    def __init__(self, db: Path | None) -> None:
+        self.path = None if db is None else db / ACCESS_LOCK
         self._lock: Any = None
 
     def _get(self) -> Any:
@@ -73,6 +80,9 @@ class AccessLock:
     @contextmanager
     def writing(self) -> Iterator[None]:
         """Exclusive: no reader and no other writer while the body runs."""
+        if self.path is None:
+            yield
+            return
         with self._get().write_lock():
             yield
 
@@ -81,6 +91,9 @@ class AccessLock:
         """Shared with other readers; waits for a write in progress (saying so after a second)."""
         from filelock import Timeout
 
+        if self.path is None:
+            yield
+            return
         try:
             lock = self._get()
             try:

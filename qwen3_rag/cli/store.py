@@ -1,8 +1,9 @@
-"""The CLI's Chroma database: opening it, the collection of chunk vectors stamped with the fingerprint, and what
-the collection already holds."""
+"""The CLI's Chroma database -- a folder (embedded) or a Chroma server (``--db http://HOST:PORT``): opening it,
+the collection of chunk vectors stamped with the fingerprint, and what the collection already holds."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qwen3_rag.cli.console import printable
 from qwen3_rag.cli.errors import UsageError
 from qwen3_rag.cli.fingerprint import Fingerprint, FingerprintMismatch
 from qwen3_rag.embedder import Qwen3Embedder
@@ -18,6 +20,8 @@ DEFAULT_DB = "./qwen3-rag-db"
 DEFAULT_COLLECTION = "qwen3_rag"
 _SCAN_PAGE = 10_000
 """Chunk records read per request when listing what a collection holds."""
+LOCK_PREFIX = "qwen3-rag-"
+"""The CLI's own files in a database folder (its locks) start with this."""
 
 
 def index_label(db: str, collection: str) -> str:
@@ -25,20 +29,60 @@ def index_label(db: str, collection: str) -> str:
     return f"the index at {db} (collection {collection!r})"
 
 
-def check_db_path(db: str | os.PathLike) -> Path:
-    """``db`` as a folder path; a file in its place is a UsageError."""
+def is_server(db: str | os.PathLike) -> bool:
+    """Whether ``--db`` names a Chroma server (``http://HOST:PORT``, ``https://HOST[:PORT]``) rather than a folder."""
+    import_chromadb()
+    from qwen3_rag.chroma import is_server_url
+
+    return is_server_url(db)
+
+
+def check_collection_name(name: str) -> str:
+    """``name``, or a UsageError when Chroma would refuse it (checked before anything loads or is written)."""
+    import_chromadb()
+    from qwen3_rag.chroma import check_collection_name as check
+
+    try:
+        return check(name)
+    except ValueError as exc:
+        raise UsageError(f"--collection: {exc}") from None
+
+
+def check_db_path(db: str | os.PathLike, *, create: bool = False) -> Path | None:
+    """``db`` as a folder path, or None for a server URL. A file in its place, or above it, is a UsageError; so is
+    (with ``create``, for writing) an existing folder that holds other files but no Chroma database."""
+    if is_server(db):
+        return None
     path = Path(db).expanduser()
+    shown = printable(os.fspath(db))
     if path.exists() and not path.is_dir():
-        raise UsageError(f"--db {os.fspath(db)} is a file, not a database folder")
+        raise UsageError(f"--db {shown} is a file, not a database folder")
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"--db {shown} cannot be a database folder: {printable(parent)} is a file")
+            break
+    if create and path.is_dir() and not (path / "chroma.sqlite3").exists():
+        try:
+            others = [entry.name for entry in path.iterdir() if not entry.name.startswith(LOCK_PREFIX)]
+        except OSError as exc:
+            raise UsageError(f"cannot read the database folder {shown} ({exc.strerror or exc})") from None
+        if others:
+            raise UsageError(
+                f"--db {shown} is a folder that holds other files ({', '.join(map(printable, sorted(others)[:3]))}"
+                f"{', ...' if len(others) > 3 else ''}) but no Chroma database: choose a new or empty folder"
+            )
     return path
 
 
 def exists(db: str | os.PathLike) -> bool:
-    return (check_db_path(db) / "chroma.sqlite3").is_file()
+    """Whether ``db`` holds a database (a server is taken to: it is asked when opened)."""
+    path = check_db_path(db)
+    return path is None or (path / "chroma.sqlite3").is_file()
 
 
-def require_db(db: str | os.PathLike) -> Path:
-    """The folder of an existing database, or a UsageError that says how to make one."""
+def require_db(db: str | os.PathLike) -> Path | None:
+    """The folder of an existing database (None for a server), or a UsageError that says how to make one."""
     if not exists(db):
         hint = (
             "run `qwen3-rag index PATH" + ("" if os.fspath(db) == DEFAULT_DB else f" --db {os.fspath(db)}") + "` first"
@@ -48,18 +92,23 @@ def require_db(db: str | os.PathLike) -> Path:
 
 
 def open_client(db: str | os.PathLike, *, create: bool) -> Any:
-    """A persistent Chroma client at ``db`` with telemetry off; without ``create`` a missing database is an error.
+    """A Chroma client for ``db`` (telemetry off): a folder's embedded database, or a server; without ``create`` a
+    missing database is an error, and a read-only folder is read from a private copy (Chroma cannot read it in
+    place). Everything that cannot be opened -- a server that cannot be reached or refuses, a damaged database --
+    is one UsageError that names it.
 
-    The one place a client is made. ``qwen3_rag.chroma`` is imported first, so the collection's stored embedding
-    function is rebuilt instead of chromadb warning that it "could not reconstruct" it.
+    The one place the CLI makes a client (through :func:`qwen3_rag.chroma.open_chroma_client`, which the Ray job
+    uses too). ``qwen3_rag.chroma`` is imported first, so the collection's stored embedding function is rebuilt
+    instead of chromadb warning that it "could not reconstruct" it.
     """
-    path = check_db_path(db) if create else require_db(db)
-    chromadb = import_chromadb()
-    from chromadb.config import Settings
+    path = check_db_path(db, create=create) if create else require_db(db)
+    import_chromadb()
+    from qwen3_rag.chroma import ChromaOpenError, open_chroma_client
 
-    import qwen3_rag.chroma  # noqa: F401 - registers Qwen3EmbeddingFunction with chromadb
-
-    return chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
+    try:
+        return open_chroma_client(db if path is None else os.fspath(db), create=create, read_only_copy=not create)
+    except ChromaOpenError as exc:
+        raise UsageError(str(exc)) from None
 
 
 @contextmanager
@@ -68,9 +117,36 @@ def connected(db: str | os.PathLike, *, create: bool) -> Iterator[Any]:
     process writes to next (chromadb caches one per path and process)."""
     client = open_client(db, create=create)
     try:
-        yield client
+        with server_errors(db):
+            yield client
     finally:
         close_client(client)
+
+
+@contextmanager
+def server_errors(db: str | os.PathLike) -> Iterator[None]:
+    """A server that goes away while the body talks to it is one UsageError naming it, not a traceback."""
+    if not is_server(db):
+        yield
+        return
+    import httpx
+
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise UsageError(f"lost the Chroma server at {os.fspath(db)} ({exc or type(exc).__name__})") from None
+    except ValueError as exc:
+        if "Could not connect to a Chroma server" not in str(exc):
+            raise
+        raise UsageError(f"lost the Chroma server at {os.fspath(db)}: is it still running?") from None
+
+
+def remove_new_database(path: Path) -> None:
+    """Remove the database a run created in ``path`` and stored nothing in (its client closed): the folder is left
+    as it was, but for the CLI's lock files."""
+    for name in ("chroma.sqlite3", "chroma.sqlite3-wal", "chroma.sqlite3-shm", "chroma.sqlite3-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            (path / name).unlink()
 
 
 def close_client(client: Any) -> None:
@@ -93,6 +169,7 @@ def _names(client: Any) -> list[str]:
 
 
 def existing_collection(client: Any, name: str, db: str | os.PathLike) -> Any | None:
+    check_collection_name(name)
     if name not in _names(client):
         return None
     return client.get_collection(name)
@@ -117,7 +194,11 @@ def recorded_fingerprint(collection: Any, where: str) -> Fingerprint:
     return fingerprint
 
 
-def create_collection(client: Any, name: str, fingerprint: Fingerprint, embedder: Qwen3Embedder) -> Any:
+def create_collection(
+    client: Any, name: str, fingerprint: Fingerprint, embedder: Qwen3Embedder, where: str | None = None
+) -> tuple[Any, bool]:
+    """A new collection stamped with ``fingerprint``, and True. If another run created it meanwhile (two runs
+    against one server), that one, and False -- when its fingerprint is this run's; otherwise a refusal."""
     from qwen3_rag.chroma import Qwen3EmbeddingFunction
 
     function = Qwen3EmbeddingFunction(
@@ -126,12 +207,30 @@ def create_collection(client: Any, name: str, fingerprint: Fingerprint, embedder
         instruction=fingerprint.instruction or None,
         embedder=embedder,
     )
-    return client.create_collection(
-        name,
-        metadata=fingerprint.to_metadata(),
-        configuration={"hnsw": {"space": "cosine"}},
-        embedding_function=function,
-    )
+    try:
+        created = client.create_collection(
+            name,
+            metadata=fingerprint.to_metadata(),
+            configuration={"hnsw": {"space": "cosine"}},
+            embedding_function=function,
+        )
+        return created, True
+    except Exception:
+        if name not in _names(client):
+            raise
+    where = where or f"the collection {name!r}"
+    collection = client.get_collection(name)
+    recorded = recorded_fingerprint(collection, where)
+    if _settings(recorded) != _settings(fingerprint):
+        raise FingerprintMismatch(
+            f"{where} was just created by another run, with {recorded.describe()}; this run embeds with "
+            f"{fingerprint.describe()}. Vectors made differently cannot be compared: index into another --collection"
+        )
+    return collection, False
+
+
+def _settings(fingerprint: Fingerprint) -> tuple[Any, ...]:
+    return fingerprint.model, fingerprint.dimensions, fingerprint.instruction, fingerprint.normalized
 
 
 # ------------------------------------------------------------------------------------------- what is held

@@ -12,8 +12,17 @@ import pytest
 from chromadb.config import Settings
 
 from qwen3_rag import DEFAULT_INSTRUCTION, ModelLoadError, Qwen3Embedder
-from qwen3_rag.chroma import CHROMA_HAS_QUERY_HOOK, Qwen3EmbeddingFunction
+from qwen3_rag.chroma import (
+    CHROMA_HAS_QUERY_HOOK,
+    ChromaOpenError,
+    Qwen3EmbeddingFunction,
+    check_collection_name,
+    is_server_url,
+    open_chroma_client,
+)
+from tests.cookbook import chroma_server as server_fixtures
 
+chroma_server = server_fixtures.chroma_server  # a real `chroma run` server for this module
 DOCS = ["Beijing is the capital of China.", "Gravity pulls bodies together.", "Bread needs flour and water."]
 QUERY = "What is the capital of China?"
 
@@ -190,3 +199,113 @@ def test_the_core_package_and_the_cli_import_without_chromadb():
         for name in [n for n in sys.modules if n.split(".")[0] in families]:
             del sys.modules[name]
         sys.modules.update(saved)
+
+
+# --------------------------------------------------------------------------------- a Chroma server (HttpClient)
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_the_function_works_on_a_server_collection_and_get_collection_rebuilds_it(
+    chroma_server, tiny_embedding_path, embedder
+):
+    from tests.cookbook.chroma_server import server_client
+
+    function = Qwen3EmbeddingFunction(str(tiny_embedding_path), dimensions=48, instruction="Find recipes")
+    writer = server_client(chroma_server)
+    collection = writer.create_collection(
+        "server-docs", embedding_function=function, configuration={"hnsw": {"space": "cosine"}}
+    )
+    collection.add(ids=["0", "1", "2"], documents=DOCS)
+    stored = collection.get(ids=["0", "1", "2"], include=["embeddings"])["embeddings"]
+    np.testing.assert_allclose(np.asarray(stored), embedder.embed_documents(DOCS, dimensions=48), atol=1e-6)
+
+    reader = server_client(chroma_server)  # another client, no function given: rebuilt from the server's config
+    reopened = reader.get_collection("server-docs")
+    rebuilt = reopened.configuration["embedding_function"]
+    assert isinstance(rebuilt, Qwen3EmbeddingFunction) and rebuilt.get_config() == function.get_config()
+    result = reopened.query(query_texts=[QUERY], n_results=3, include=["distances"])
+    query = embedder.embed_queries([QUERY], instruction="Find recipes", dimensions=48)[0]
+    documents = embedder.embed_documents(DOCS, dimensions=48)
+    expected = {str(i): 1.0 - float(query @ doc) for i, doc in enumerate(documents)}
+    assert dict(zip(result["ids"][0], result["distances"][0], strict=True)) == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_open_chroma_client_reaches_a_server_database_named_by_chroma_database(chroma_server):
+    from chromadb.config import DEFAULT_TENANT
+
+    admin = chromadb.AdminClient(
+        Settings(chroma_api_impl="chromadb.api.fastapi.FastAPI", chroma_server_host="127.0.0.1",
+                 chroma_server_http_port=chroma_server.port, anonymized_telemetry=False)
+    )  # fmt: skip
+    admin.create_database("team_docs", tenant=DEFAULT_TENANT)
+    client = open_chroma_client(chroma_server.url + "/", environ={"CHROMA_DATABASE": "team_docs"})
+    assert (client.tenant, client.database) == (DEFAULT_TENANT, "team_docs")
+    client.create_collection("only-here")
+    assert [c.name for c in open_chroma_client(chroma_server.url, environ={}).list_collections()] != ["only-here"]
+    with pytest.raises(ChromaOpenError, match="has no tenant 'nobody'"):
+        open_chroma_client(chroma_server.url, environ={"CHROMA_TENANT": "nobody"})
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_the_api_key_extra_headers_and_a_path_prefix_reach_the_server(monkeypatch):
+    """What the client sends, seen by a plain HTTP server on loopback (it is not Chroma, so the client then stops
+    with a one-line error naming the URL)."""
+    import http.server
+    import threading
+
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("CHROMA_SERVER_HEADERS", '{"X-Proxy-Token": "proxy-secret"}')  # read by chromadb's Settings
+    url = f"http://127.0.0.1:{server.server_address[1]}/chroma"
+    try:
+        with pytest.raises(ChromaOpenError, match=f"the Chroma server at {url} refused the connection"):
+            open_chroma_client(url, environ={"CHROMA_API_KEY": "ck-123"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    path, headers = seen[0]
+    assert path.startswith("/chroma/api/v2/")
+    assert headers["x-chroma-token"] == "ck-123" and headers["x-proxy-token"] == "proxy-secret"
+
+
+def test_a_database_location_is_a_server_url_or_a_folder(tmp_path):
+    assert is_server_url("http://127.0.0.1:8000") and is_server_url("https://chroma.example.com")
+    assert not is_server_url("./qwen3-rag-db") and not is_server_url(tmp_path) and not is_server_url("http:db")
+    for url, message in (
+        ("http://user:pw@127.0.0.1:8000", "not in the URL"),
+        ("http://127.0.0.1:8000?tenant=x", "not a Chroma server URL"),
+        ("http://127.0.0.1:99999", "the port must be a number"),
+    ):
+        with pytest.raises(ChromaOpenError, match=message):
+            open_chroma_client(url, environ={})
+    with pytest.raises(ChromaOpenError, match="no Chroma database at"):
+        open_chroma_client(tmp_path / "absent", create=False)
+    assert not (tmp_path / "absent").exists()
+
+
+@pytest.mark.parametrize("name", ["a", "ab", "my docs", "-abc", "abc_", "a..b", "192.168.0.1", "x" * 513, "naïve"])
+def test_collection_names_chroma_refuses_are_refused_with_its_rule(name, tmp_path):
+    with pytest.raises(ValueError, match="Chroma refuses the collection name"):
+        check_collection_name(name)
+    client = chromadb.PersistentClient(path=str(tmp_path / "db"), settings=Settings(anonymized_telemetry=False))
+    with pytest.raises(Exception, match="name"):  # and Chroma itself agrees
+        client.create_collection(name)
+
+
+def test_collection_names_chroma_accepts_pass(tmp_path):
+    client = chromadb.PersistentClient(path=str(tmp_path / "db"), settings=Settings(anonymized_telemetry=False))
+    for name in ("abc", "qwen3_rag", "my-docs.v2", "A" * 512):
+        assert check_collection_name(name) == name
+        client.create_collection(name)
