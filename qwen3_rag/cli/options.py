@@ -51,7 +51,13 @@ def _add_common(parser: argparse.ArgumentParser, *, sweep: bool = False) -> None
     from qwen3_rag.cli.store import DEFAULT_COLLECTION, DEFAULT_DB
 
     store = parser.add_argument_group("index")
-    store.add_argument("--db", metavar="PATH", help=f"Chroma database folder [${ENV['db']}, default {DEFAULT_DB}]")
+    store.add_argument(
+        "--db",
+        metavar="PATH|URL",
+        help="Chroma database: a folder, or a Chroma server's URL (http://HOST:PORT, https://HOST[:PORT]; tenant, "
+        "database and key from CHROMA_TENANT, CHROMA_DATABASE, CHROMA_API_KEY) "
+        f"[${ENV['db']}, default {DEFAULT_DB}]",
+    )
     store.add_argument(
         "--collection",
         metavar="NAME",
