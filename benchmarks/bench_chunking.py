@@ -150,7 +150,7 @@ def part_chunkers(tokenizer, n_chars: int, repeats: int) -> tuple[str, dict]:
     return common.table(header, rows), raw
 
 
-def part_rerank_cost(layers: int, repeats: int) -> tuple[str, dict]:
+def part_rerank_cost(tokenizer, layers: int, repeats: int) -> tuple[str, dict]:
     os.environ["QWEN3_RAG_CPU_DTYPE"] = "auto"  # the CLI's default precision on this CPU
     from qwen3_rag import Qwen3Reranker
 
@@ -160,7 +160,7 @@ def part_rerank_cost(layers: int, repeats: int) -> tuple[str, dict]:
     calls = {}
     for size in SIZES:
         docs = common.long_documents(TOP_K, size, seed=common.SEED + size)
-        docs = [reranker.tokenizer.decode(reranker.tokenizer(d, add_special_tokens=False)["input_ids"][:size])
+        docs = [tokenizer.decode(tokenizer(d, add_special_tokens=False)["input_ids"][:size])
                 for d in docs]  # fmt: skip
         calls[size] = lambda docs=docs: reranker.score(query, docs)
     times = common.interleaved({str(s): c for s, c in calls.items()}, repeats=repeats)
@@ -193,7 +193,9 @@ def main() -> None:
     start = time.perf_counter()
     chunk_md, chunk_raw = part_chunkers(tokenizer, args.chars, args.repeats)
     print(f"chunkers done in {time.perf_counter() - start:.1f} s")
-    rerank_md, rerank_raw = ("(skipped)", {}) if args.skip_rerank else part_rerank_cost(args.layers, args.repeats)
+    rerank_md, rerank_raw = (
+        ("(skipped)", {}) if args.skip_rerank else part_rerank_cost(tokenizer, args.layers, args.repeats)
+    )
     md = (
         f"Chunkers at {CHUNK_SIZE}/{OVERLAP} tokens (the Qwen tokenizer for all), {threads} threads, "
         f"{args.repeats} interleaved rounds.\n\n{chunk_md}\n\nWhat the chunk size costs per query:\n\n{rerank_md}"
