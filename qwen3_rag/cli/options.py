@@ -422,7 +422,12 @@ class Resolved:
         return setting.value
 
     def check_hardware(self) -> None:
-        """Refuse an unusable --device / --dtype before a command starts (nothing is read, written or loaded)."""
+        """Refuse an unusable --device / --dtype before a command starts (nothing is read, written or loaded).
+
+        ``index --ray`` is the exception: there --device names what the Ray actors run on, which need not be this
+        machine's hardware; ``indexing.check_ray_options`` checks it against --ray-gpus first thing instead."""
+        if getattr(self.args, "ray", None) is not None:
+            return
         self.device()
 
     def embedding_request(self) -> Any:
