@@ -543,32 +543,20 @@ def _read_documents(batch: pa.Table, *, root: str, problems: bool = False) -> pa
     be UTF-8 with no NUL in the first 8 KiB; newlines normalised. A file that is binary, undecodable or empty
     is left out (never decoded with replacement characters); with ``problems``, every file is kept, with the
     reason in a ``problem`` column (null for a readable file) and a null text."""
-    import codecs
     from pathlib import Path
 
     import pyarrow as pa
 
-    boms = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8"),
-            (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))  # fmt: skip
+    from qwen3_rag._text import UndecodableText, decode_text, normalise_newlines
 
     def decode(data: bytes) -> tuple[str | None, str | None]:
-        for bom, codec in boms:
-            if data.startswith(bom):
-                try:
-                    text = data[len(bom) :].decode(codec)
-                except UnicodeDecodeError as exc:
-                    return None, f"not {codec.upper()} text despite its byte-order mark (byte {exc.start + len(bom)})"
-                break
-        else:
-            if b"\x00" in data[:8192]:
-                return None, "binary file"
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                return None, f"not UTF-8 text (byte {exc.start})"
+        try:
+            text = decode_text(data)
+        except UndecodableText as exc:
+            return None, str(exc)
         if not text.strip():
             return None, "empty file"
-        return text.replace("\r\n", "\n").replace("\r", "\n"), None
+        return normalise_newlines(text), None
 
     ids = batch.column("id").to_pylist()
     read = []

@@ -3,9 +3,9 @@ byte-order mark), newlines normalised so that line numbers match the file's."""
 
 from __future__ import annotations
 
-import codecs
 from pathlib import Path
 
+from qwen3_rag._text import UndecodableText, decode_text, normalise_newlines
 from qwen3_rag.cli.loaders.errors import SkippedFile
 
 TEXT_SUFFIXES = frozenset({".txt", ".text", ".md", ".markdown", ".mdx", ".rst", ".adoc", ".asciidoc", ".org", ".tex"})
@@ -18,14 +18,6 @@ CODE_SUFFIXES = frozenset({
 })  # fmt: skip
 """Source code and configuration, read as text (a chunk records its line range)."""
 
-_BOMS = (  # UTF-32-LE's mark starts with UTF-16-LE's: test the longer ones first
-    (codecs.BOM_UTF32_LE, "utf-32-le", "UTF-32"),
-    (codecs.BOM_UTF32_BE, "utf-32-be", "UTF-32"),
-    (codecs.BOM_UTF8, "utf-8", "UTF-8"),
-    (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16"),
-    (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16"),
-)
-
 
 def read_bytes(path: Path) -> bytes:
     try:
@@ -35,24 +27,12 @@ def read_bytes(path: Path) -> bytes:
 
 
 def decode(data: bytes) -> str:
-    """Text from bytes: a byte-order mark chooses UTF-8, UTF-16 or UTF-32; without one the bytes must be UTF-8
-    and hold no NUL (a NUL in the first 8 KiB marks a binary file)."""
-    for bom, codec, name in _BOMS:
-        if data.startswith(bom):
-            try:
-                return data[len(bom) :].decode(codec)
-            except UnicodeDecodeError as exc:
-                raise SkippedFile(f"not {name} text despite its byte-order mark (byte {exc.start + len(bom)})") from exc
-    if b"\x00" in data[:8192]:
-        raise SkippedFile("binary file")
+    """Text from bytes, decoded as :func:`qwen3_rag._text.decode_text` decodes them (the Ray job too), or
+    SkippedFile with its reason."""
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SkippedFile(f"not UTF-8 text (byte {exc.start})") from exc
-
-
-def normalise_newlines(text: str) -> str:
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+        return decode_text(data)
+    except UndecodableText as exc:
+        raise SkippedFile(str(exc)) from exc
 
 
 def clean_extracted(text: str) -> str:
