@@ -366,11 +366,26 @@ def _http_client(url: str, environ: Mapping[str, str]) -> Any:
         raise _server_error(url, exc, tenant, database) from None
 
 
-def _server_error(url: str, exc: Exception, tenant: str, database: str) -> ChromaOpenError:
+def close_chroma_client(client: Any) -> None:
+    """Release the client's database (chromadb >= 1.4 has ``close``; older ones keep it until the process ends)."""
+    close = getattr(client, "close", None)
+    if close is not None:
+        close()
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says a Chroma server could not be reached: an httpx transport error, or the ValueError
+    chromadb raises when it cannot connect."""
     import httpx
 
+    return isinstance(exc, httpx.TransportError) or (
+        isinstance(exc, ValueError) and "Could not connect to a Chroma server" in str(exc)
+    )
+
+
+def _server_error(url: str, exc: Exception, tenant: str, database: str) -> ChromaOpenError:
     detail = _detail(exc)
-    if isinstance(exc, httpx.TransportError) or "Could not connect to a Chroma server" in detail:
+    if is_unreachable(exc):
         return ChromaOpenError(f"cannot reach the Chroma server at {url}: is it running (`chroma run --port ...`)?")
     if type(exc).__name__ == "NotFoundError":
         return ChromaOpenError(

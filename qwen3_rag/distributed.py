@@ -390,13 +390,13 @@ def write_to_chroma(
     if isinstance(collection, str):
         if db is None:
             raise TypeError("write_to_chroma(..., collection=NAME) needs db= (a folder or a Chroma server URL)")
+        from qwen3_rag.chroma import close_chroma_client
+
         client, collection = _named_collection(Path(output_dir), collection, db)
         try:
             return _upsert_output(output_dir, collection, batch_rows)
         finally:
-            close = getattr(client, "close", None)
-            if close is not None:
-                close()
+            close_chroma_client(client)
     if db is not None:
         raise TypeError("db= names where a collection NAME lives; pass either a collection or a name with db=")
     return _upsert_output(output_dir, collection, batch_rows)
@@ -417,7 +417,7 @@ def _upsert_output(output_dir: str | os.PathLike, collection: Any, batch_rows: i
 
 def _named_collection(output: Path, name: str, db: str | os.PathLike) -> tuple[Any, Any]:
     """(client, collection) for ``name`` in ``db``, created with the output folder's embedding settings."""
-    from qwen3_rag.chroma import Qwen3EmbeddingFunction, check_collection_name, open_chroma_client
+    from qwen3_rag.chroma import Qwen3EmbeddingFunction, check_collection_name, close_chroma_client, open_chroma_client
 
     check_collection_name(name)
     manifest_path = output / MANIFEST_NAME
@@ -434,9 +434,7 @@ def _named_collection(output: Path, name: str, db: str | os.PathLike) -> tuple[A
             name, embedding_function=function, configuration={"hnsw": {"space": "cosine"}}
         )
     except BaseException:
-        close = getattr(client, "close", None)
-        if close is not None:
-            close()
+        close_chroma_client(client)
         raise
     return client, collection
 

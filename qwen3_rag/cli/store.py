@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qwen3_rag._validation import one_line
 from qwen3_rag.cli.console import printable
 from qwen3_rag.cli.errors import UsageError
 from qwen3_rag.cli.fingerprint import Fingerprint, FingerprintMismatch
@@ -129,16 +130,16 @@ def server_errors(db: str | os.PathLike) -> Iterator[None]:
     if not is_server(db):
         yield
         return
-    import httpx
+    from qwen3_rag.chroma import is_unreachable
 
     try:
         yield
-    except httpx.TransportError as exc:
-        raise UsageError(f"lost the Chroma server at {os.fspath(db)} ({exc or type(exc).__name__})") from None
-    except ValueError as exc:
-        if "Could not connect to a Chroma server" not in str(exc):
+    except Exception as exc:
+        if not is_unreachable(exc):
             raise
-        raise UsageError(f"lost the Chroma server at {os.fspath(db)}: is it still running?") from None
+        raise UsageError(
+            f"lost the Chroma server at {os.fspath(db)} ({one_line(exc) or type(exc).__name__}): is it still running?"
+        ) from None
 
 
 def remove_new_database(path: Path) -> None:
@@ -150,10 +151,10 @@ def remove_new_database(path: Path) -> None:
 
 
 def close_client(client: Any) -> None:
-    """Release the client's database (chromadb >= 1.4 has ``close``; older ones keep it until the process ends)."""
-    close = getattr(client, "close", None)
-    if close is not None:
-        close()
+    """Release the client's database (:func:`qwen3_rag.chroma.close_chroma_client`)."""
+    from qwen3_rag.chroma import close_chroma_client
+
+    close_chroma_client(client)
 
 
 def import_chromadb() -> Any:
