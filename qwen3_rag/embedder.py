@@ -228,16 +228,13 @@ class Qwen3Embedder(Closing):
         Control-token strings in the text or the instruction (``<|im_end|>``, ...) are tokenized as the ordinary
         characters they are written with. With ``base_url``, the server's tokenizer does the tokenizing.
         """
-        texts = check_texts(texts)
-        formatted = [format_query(t, check_instruction(instruction)) for t in texts]
+        formatted = _formatted(texts, instruction)
         return embedding_rows(self._tokens, formatted, max_length=self.max_length, endoftext_id=self._endoftext_id)
 
     def count_tokens(self, texts: Sequence[str], *, instruction: str | None = None) -> list[int]:
         """Tokens each formatted text takes before any cut to ``max_length``, ``<|endoftext|>`` not counted
         (``qwen3-rag search`` refuses a question that would be cut)."""
-        texts = check_texts(texts)
-        formatted = [format_query(t, check_instruction(instruction)) for t in texts]
-        return [len(ids) for ids in self._tokens.encode(formatted)]
+        return [len(ids) for ids in self._tokens.encode(_formatted(texts, instruction))]
 
     def close(self) -> None:
         """Close the connections to the server (``base_url``); local weights stay shared with other users."""
@@ -286,3 +283,8 @@ _MAX_CACHED_PREFIXES = 32
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x, p=2, dim=-1)
+
+
+def _formatted(texts: Sequence[str], instruction: str | None) -> list[str]:
+    """The checked texts as the model reads them: ``Instruct: ...\nQuery:`` before each with an instruction."""
+    return [format_query(t, check_instruction(instruction)) for t in check_texts(texts)]

@@ -153,15 +153,20 @@ def test_a_runtime_error_that_is_not_out_of_memory_is_not_swallowed(qwen3_rag, i
 # ----------------------------------------------------------------------------------- a closed pipe (item 6)
 
 
-def test_a_reader_that_closes_the_pipe_early_gets_no_traceback(qwen3_rag, tmp_path, tiny_models_env, cli_env):
-    """``qwen3-rag search ... --json | head -c 10``: the output is larger than a pipe holds, the reader takes 10
-    bytes and closes its end, and the writer stops quietly with the SIGPIPE status."""
+def _index_many_documents(qwen3_rag, tmp_path) -> None:
+    """60 documents whose `search --json` output is larger than a pipe holds, indexed into the CLI's database."""
     corpus = tmp_path / "many"
     corpus.mkdir()
     paragraph = "The sun is a star, and stars shine because fusion turns hydrogen into helium. " * 30
     for i in range(60):
         (corpus / f"doc{i:02d}.txt").write_text(f"Document {i}. {paragraph}", encoding="utf-8")
     assert qwen3_rag("index", corpus, "--quiet").code == 0
+
+
+def test_a_reader_that_closes_the_pipe_early_gets_no_traceback(qwen3_rag, tmp_path, tiny_models_env, cli_env):
+    """``qwen3-rag search ... --json | head -c 10``: the output is larger than a pipe holds, the reader takes 10
+    bytes and closes its end, and the writer stops quietly with the SIGPIPE status."""
+    _index_many_documents(qwen3_rag, tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN3_RAG_")}
     env.update(tiny_models_env, QWEN3_RAG_DB=str(cli_env))
     command = [console_script(), "search", "sun", "--no-rerank", "--top-n", "500", "--json"]
@@ -180,12 +185,7 @@ def test_a_reader_that_closes_the_pipe_early_gets_no_traceback(qwen3_rag, tmp_pa
 
 def test_the_json_output_is_larger_than_a_pipe_holds(qwen3_rag, tmp_path):
     """The test above needs the output not to fit into the pipe at once (64 KiB on Linux)."""
-    corpus = tmp_path / "many"
-    corpus.mkdir()
-    paragraph = "The sun is a star, and stars shine because fusion turns hydrogen into helium. " * 30
-    for i in range(60):
-        (corpus / f"doc{i:02d}.txt").write_text(f"Document {i}. {paragraph}", encoding="utf-8")
-    assert qwen3_rag("index", corpus, "--quiet").code == 0
+    _index_many_documents(qwen3_rag, tmp_path)
     found = qwen3_rag("search", "sun", "--no-rerank", "--top-n", "500", "--json")
     assert found.code == 0
     assert len(found.out.encode()) > 2 * 65536
