@@ -138,7 +138,7 @@ def run_ask(opts: Resolved, console: Console) -> int:
     llm = opts.value("llm", DEFAULT_LLM)
     locate_checkpoint(check_model_name(llm), CHAT_MODEL, DEFAULT_LLM)  # a wrong --llm path: said before searching
     hits, _ = retrieve(opts, console)
-    labels = [f"{h.location}, chunk {h.chunk}" for h in hits]  # report.pdf p. 3: the model and the reader see pages
+    labels = [h.label for h in hits]  # report.pdf p. 3: the model and the reader see pages
     messages = build_messages(opts.args.query, list(zip(labels, [h.text for h in hits], strict=False)))
     console.status(f"Answering from {len(hits)} passages with {llm} ...")
     try:

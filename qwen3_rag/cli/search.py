@@ -53,6 +53,11 @@ class Hit:
             return f"{path}:{first}" if last in (None, first) else f"{path}:{first}-{last}"
         return path
 
+    @property
+    def label(self) -> str:
+        """``report.pdf p. 3, chunk 5``: how warnings and ``ask``'s passages and sources name a hit."""
+        return f"{self.location}, chunk {self.chunk}"
+
     @classmethod
     def from_record(cls, id_: str, text: str, metadata: dict[str, Any] | None, similarity: float) -> Hit:
         """A hit from a stored chunk: its id, text and metadata as the collection holds them."""
@@ -125,7 +130,7 @@ def _naming_truncated(hits: list[Hit]) -> Iterator[None]:
     def name(record: logging.LogRecord) -> bool:
         indices = getattr(record, "truncated", None)
         if indices and record.thread == thread:
-            named = "; ".join(f"{hits[i].location}, chunk {hits[i].chunk}" for i in indices[:10] if i < len(hits))
+            named = "; ".join(hits[i].label for i in indices[:10] if i < len(hits))
             more = f" and {len(indices) - 10} more" if len(indices) > 10 else ""
             record.msg, record.args = f"{record.getMessage()} -- cut: {named}{more}", None
         return True
