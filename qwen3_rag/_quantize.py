@@ -72,7 +72,8 @@ def quantize_activations(x: torch.Tensor, in_features: int, levels: int) -> tupl
     if last.source is x and last.levels == levels and last.quantized is not None:
         return last.quantized
     x2 = x.reshape(-1, in_features).float()
-    lo, hi = torch.aminmax(x2, dim=1, keepdim=True)
+    # amin and amax, not aminmax: the fused op is ~10x slower along dim 1 here (400 x 1024: 317 vs 34 us)
+    lo, hi = x2.amin(dim=1, keepdim=True), x2.amax(dim=1, keepdim=True)
     step = (hi - lo).div_(levels).clamp_min_(_TINY)
     xq = (x2 - lo).div_(step).round_().to(torch.uint8)
     last.source, last.levels, last.quantized = x, levels, (xq, lo, step)

@@ -301,7 +301,7 @@ def test_projections_of_the_same_input_share_one_quantisation_and_it_is_released
     layers = [quantize.make_int8_linear(torch.nn.Linear(64, n)) for n in (64, 32, 32)]
     x = torch.randn(3, 5, 64)
     calls = []
-    original = torch.aminmax
+    original = torch.Tensor.amax  # one per quantisation (each token's range: amin and amax)
 
     def counting(*args, **kwargs):
         calls.append(1)
@@ -311,12 +311,12 @@ def test_projections_of_the_same_input_share_one_quantisation_and_it_is_released
         separate = []
         for layer in layers:
             separate.append(layer(x.clone()))  # a new tensor each time: quantised each time
-        torch.aminmax = counting
+        torch.Tensor.amax = counting
         try:
             shared = [layer(x) for layer in layers]
             y = layers[0](x * 2.0)  # another input: quantised again, not the cached one
         finally:
-            torch.aminmax = original
+            torch.Tensor.amax = original
     assert len(calls) == 2
     for a, b in zip(shared, separate, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
