@@ -16,6 +16,7 @@ import transformers
 from packaging.version import Version
 
 from qwen3_rag._cpu_linear import pack_linear_layers
+from qwen3_rag._fused import fuse_projections
 from qwen3_rag._precision import Precision, resolve_precision
 from qwen3_rag._quantize import quantize_model
 from qwen3_rag._validation import check_model_name, one_line
@@ -337,6 +338,7 @@ def _load(name: str, source: str, local: bool, *, kind: str, device: torch.devic
             hf_logging.enable_progress_bar()
     model.to(device).eval()
     if precision.quantization:
+        fuse_projections(model)
         layers = f", {quantize_model(model)} linear layers in int8"
     else:
         packed = pack_linear_layers(model, device, dtype)

@@ -2,27 +2,26 @@
 per call.
 
 Weights: symmetric int8 per output channel (one scale per row of the weight), quantised once when the model
-loads; the float weight is dropped. Activations: asymmetric uint8 per token, computed on every call, so no
+loads; the float weight is dropped. Activations: symmetric per token, computed on every call, so no
 calibration data is needed and a text's vector does not depend on the other texts in its batch. Everything
 else -- embedding lookup, RMSNorm, rotary, attention, pooling -- runs in float32; the token-embedding table
 (and the reranker's output head tied to it) is stored in bfloat16, whose rows it only gathers, and the
 reranker's two ``yes``/``no`` head rows are read from it in float, never in int8.
 
-Activations are quantised once per hidden state: q, k and v (and gate and up) read the same tensor, and
-the next projection reuses the quantisation of the previous one (a per-thread, one-entry cache released after each
-forward pass).
+q, k and v (and gate and up) are fused into one matrix multiply before quantisation (``_fused.py``): their hidden
+states are quantised once, and a decoder layer makes 4 int8 matrix multiplies instead of 7.
 
 Kernel: oneDNN's int8 matmul with a weight re-ordered once, ``torch.ops.onednn.qlinear_pointwise`` -- the op
 PyTorch's Inductor emits for int8 CPU models, with AMX-INT8 or VNNI where the CPU has them. It takes one
-activation scale per call, so each token is quantised here onto [0, 255] between its own min and max
-(``x ~= lo + step * xq``) and the product is corrected after: ``W x = step * (W xq) + lo * rowsum(W)``.
+activation scale per call, so each token is quantised here with its own scale around oneDNN's zero point,
+``x ~= step * (xq - 128)`` with xq in [1, 255], and the product is scaled after: ``W x = step * W (xq - 128)``.
 PyTorch's older dynamic-quantisation kernel (``quantized::linear_dynamic``, FBGEMM) is not used: it needs the
 deprecated quantised tensor types, and it is no faster here (``benchmarks/bench_precision.py --linear``).
 
 CPUs without VNNI add pairs of u8 x s8 products in int16, which can saturate on full-range activations; a
-load-time probe feeds a saturating input and falls back to 7-bit activations (``[0, 127]``) where the 8-bit
-product comes out wrong. If the oneDNN op is missing or wrong on this build (probed against a float
-reference), the fallback is ``torch._int_mm`` (s8 x s8 -> int32) with symmetric per-token scales; if neither
+load-time probe feeds a saturating input and falls back to 7-bit activations (zero point 64, xq in [1, 127])
+where the 8-bit product comes out wrong. If the oneDNN op is missing or wrong on this build (probed against a
+float reference), the fallback is ``torch._int_mm`` (s8 x s8 -> int32) with symmetric per-token scales; if neither
 works, loading in int8 fails with a clear error.
 """
 
@@ -30,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
+import warnings
 
 import torch
 
@@ -49,40 +48,25 @@ def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale
 
 
-class _LastInput(threading.local):
-    """Per thread, the last activation quantised and its quantisation: q, k and v (and gate and up) read the same
-    hidden states, which are then quantised once instead of three (two) times."""
-
-    source: torch.Tensor | None = None
-    levels: int = 0
-    quantized: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-
-
-_LAST = _LastInput()
-
-
-def quantize_activations(x: torch.Tensor, in_features: int, levels: int) -> tuple[torch.Tensor, ...]:
-    """``(xq, lo, step)``: each row of ``x`` (tokens) on [0, levels] between its own min and max, as uint8.
-
-    The same tensor object given again (by the next projection of the same hidden states) is not quantised again:
-    the previous result is reused while that tensor is the last one seen in this thread (the reference held here
-    keeps its identity from being reused). Callers never modify a layer's input in place.
-    """
-    last = _LAST
-    if last.source is x and last.levels == levels and last.quantized is not None:
-        return last.quantized
-    x2 = x.reshape(-1, in_features).float()
-    # amin and amax, not aminmax: the fused op is ~10x slower along dim 1 here (400 x 1024: 317 vs 34 us)
+def activation_steps(x2: torch.Tensor, half: int) -> torch.Tensor:
+    """Each row's (token's) symmetric step: its largest magnitude over ``half`` levels, never zero."""
+    # amin and amax, not aminmax nor abs().amax: the fastest here (aminmax ~10x slower along dim 1)
     lo, hi = x2.amin(dim=1, keepdim=True), x2.amax(dim=1, keepdim=True)
-    step = (hi - lo).div_(levels).clamp_min_(_TINY)
-    xq = (x2 - lo).div_(step).round_().to(torch.uint8)
-    last.source, last.levels, last.quantized = x, levels, (xq, lo, step)
-    return xq, lo, step
+    return torch.maximum(hi, lo.neg_()).div_(half).clamp_min_(_TINY)
 
 
-def forget_activations() -> None:
-    """Drop this thread's reference to the last activation (after a forward pass)."""
-    _LAST.source = _LAST.quantized = None
+def quantize_activations(x2: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(xq, step)``: each row of ``x2`` (tokens) symmetric around its zero point, ``x ~= step * (xq - zero)``,
+    as uint8 on [1, levels] with ``zero = levels // 2 + 1`` (128 for 8 bits, 64 for 7)."""
+    half = levels // 2
+    step = activation_steps(x2, half)
+    xq = (x2 / step).add_(half + 1.5).to(torch.uint8)  # + 0.5, then truncation: rounded (every value is >= 0.5)
+    return xq, step
+
+
+def _float_rows(x: torch.Tensor, in_features: int) -> torch.Tensor:
+    x2 = x.reshape(-1, in_features)
+    return x2 if x2.dtype == torch.float32 else x2.float()
 
 
 class Int8Linear(torch.nn.Module):
@@ -96,20 +80,18 @@ class Int8Linear(torch.nn.Module):
         self.packed_weight = torch.ops.onednn.qlinear_prepack(q, None)
         self.register_buffer("weight_scale", scale, persistent=False)
         self.register_buffer("weight_zero", torch.zeros(self.out_features, dtype=torch.long), persistent=False)
-        # rowsum of the dequantised weight: undoes the per-token offset of the activations
-        self.register_buffer("row_sums", (q.float() * scale[:, None]).sum(dim=1), persistent=False)
         bias = None if linear.bias is None else linear.bias.detach().float().clone()
         self.register_buffer("bias", bias, persistent=False)
         self.levels = levels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        xq, lo, step = quantize_activations(x, self.in_features, self.levels)
+        xq, step = quantize_activations(_float_rows(x, self.in_features), self.levels)
         y = torch.ops.onednn.qlinear_pointwise(
-            xq, 1.0, 0, self.packed_weight, self.weight_scale, self.weight_zero, None, 1.0, 0, torch.float32,
-            "none", [], "",
+            xq, 1.0, self.levels // 2 + 1, self.packed_weight, self.weight_scale, self.weight_zero, None, 1.0, 0,
+            torch.float32, "none", [], "",
         )  # fmt: skip
-        y = y.mul_(step).addcmul_(lo, self.row_sums)
+        y = y.mul_(step)
         if self.bias is not None:
             y = y.add_(self.bias)
         return y.reshape(*shape[:-1], self.out_features)
@@ -119,6 +101,50 @@ class Int8Linear(torch.nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
             f"activation_bits={bits}"
+        )
+
+
+class FbgemmInt8Linear(torch.nn.Module):
+    """The same int8 layer through FBGEMM's int8 matmul (``quantized::linear_dynamic``), for CPUs without VNNI.
+
+    There, oneDNN's int8 kernel is slower on a query's few tokens than its own float32 (1024 -> 4096, 16 tokens:
+    1.89 vs 1.75 ms) and FBGEMM's takes 0.83 ms. FBGEMM quantises its input itself, with one scale for the whole
+    tensor; it is given each token already divided by its own step and rounded -- integers on [-half, half] --
+    plus one extra row holding ``-(half + 1)`` and ``half``, so that its range is exactly ``levels`` wide: its
+    scale is then 1 and its quantisation changes no value. The product is scaled by each token's step after, as
+    in :class:`Int8Linear`: the same integers, the same result (probed at load against the exact product).
+    """
+
+    def __init__(self, linear: torch.nn.Linear, *, levels: int = 127) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        q, scale = quantize_weight(linear.weight)
+        zeros = torch.zeros(self.out_features, dtype=torch.long)
+        with warnings.catch_warnings():  # the quantised tensor types are deprecated: a removal fails the probe
+            warnings.filterwarnings("ignore", message=".*quantized tensor creation", category=UserWarning)
+            weight = torch.quantize_per_channel(q.float() * scale[:, None], scale.double(), zeros, 0, torch.qint8)
+            self.packed_weight = torch.ops.quantized.linear_prepack(weight, None)
+        bias = None if linear.bias is None else linear.bias.detach().float().clone()
+        self.register_buffer("bias", bias, persistent=False)
+        self.levels = levels
+        span = torch.zeros(1, self.in_features)
+        span[0, 0], span[0, -1] = -(levels // 2 + 1), levels // 2
+        self.register_buffer("span", span, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = _float_rows(x, self.in_features)
+        step = activation_steps(x2, self.levels // 2)
+        rows = torch.cat([(x2 / step).round_(), self.span])
+        y = torch.ops.quantized.linear_dynamic(rows, self.packed_weight, self.levels < 255)[:-1].mul_(step)
+        if self.bias is not None:
+            y = y.add_(self.bias)
+        return y.reshape(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"activation_bits={8 if self.levels == 255 else 7}, kernel=fbgemm"
         )
 
 
@@ -157,6 +183,22 @@ def _close(layer: torch.nn.Module, linear: torch.nn.Linear, x: torch.Tensor, tol
     return got.shape == expected.shape and bool(torch.isfinite(got).all()) and float(error) <= tolerance
 
 
+def _exact(layer: torch.nn.Module, linear: torch.nn.Linear, x: torch.Tensor, levels: int) -> bool:
+    """``layer`` computes the integer product of :func:`quantize_activations` exactly (to float rounding)."""
+    with torch.inference_mode():
+        q, scale = quantize_weight(linear.weight)
+        x2 = x.reshape(-1, linear.in_features)
+        xq, step = quantize_activations(x2, levels)
+        dequantised = q.float() * scale[:, None]
+        expected = torch.nn.functional.linear(xq.float() - (levels // 2 + 1), dequantised).mul_(step)
+        if linear.bias is not None:
+            expected = expected.add_(linear.bias)
+        expected = expected.reshape(*x.shape[:-1], -1)
+        got = layer(x)
+    error = (got - expected).abs().max() / expected.abs().max().clamp_min(_TINY)
+    return got.shape == expected.shape and float(error) <= 1e-4
+
+
 def _probe_inputs() -> tuple[torch.nn.Linear, torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     linear = torch.nn.Linear(256, 64, bias=True)
@@ -170,16 +212,30 @@ def _probe_inputs() -> tuple[torch.nn.Linear, torch.Tensor, torch.Tensor]:
     return linear, ordinary, saturating
 
 
+def _fbgemm_works(linear: torch.nn.Linear, inputs: tuple[torch.Tensor, ...]) -> bool:
+    try:
+        layer = FbgemmInt8Linear(linear, levels=127)
+        return all(_exact(layer, linear, x, 127) for x in inputs)
+    except (RuntimeError, AttributeError, NotImplementedError, TypeError) as exc:
+        logger.debug("FBGEMM int8 linear unavailable: %s", exc)
+        return False
+
+
 @functools.cache
 def backend() -> tuple[str, int]:
-    """``("onednn", 255 or 127 levels)``, ``("int_mm", 255)`` or ``("none", 0)``: the int8 linear that computes
-    right on this machine, probed once per process."""
+    """``("onednn", 255)``, ``("fbgemm", 127)``, ``("onednn", 127)``, ``("int_mm", 255)`` or ``("none", 0)``: the
+    int8 linear that computes right on this machine, probed once per process.
+
+    oneDNN with 8-bit activations where its product does not saturate (VNNI, AMX-INT8); where it does (no VNNI),
+    7-bit activations through FBGEMM, faster there on short inputs, else through oneDNN."""
     linear, ordinary, saturating = _probe_inputs()
     if torch.backends.mkldnn.is_available():
         for levels in (255, 127):
             try:
                 layer = Int8Linear(linear, levels=levels)
                 if _close(layer, linear, ordinary, 0.02) and _close(layer, linear, saturating, 0.02):
+                    if levels == 127 and _fbgemm_works(linear, (ordinary, saturating)):
+                        return "fbgemm", 127
                     return "onednn", levels
             except (RuntimeError, AttributeError, NotImplementedError) as exc:
                 logger.debug("oneDNN int8 linear unavailable: %s", exc)
@@ -192,6 +248,9 @@ def backend() -> tuple[str, int]:
     return "none", 0
 
 
+INT8_LAYERS = (Int8Linear, FbgemmInt8Linear, IntMmLinear)
+
+
 class Int8UnavailableError(RuntimeError):
     """No int8 kernel of this PyTorch build computes correctly on this machine."""
 
@@ -200,6 +259,8 @@ def make_int8_linear(linear: torch.nn.Linear) -> torch.nn.Module:
     kind, levels = backend()
     if kind == "onednn":
         return Int8Linear(linear, levels=levels)
+    if kind == "fbgemm":
+        return FbgemmInt8Linear(linear, levels=levels)
     if kind == "int_mm":
         return IntMmLinear(linear)
     msg = (
@@ -227,14 +288,7 @@ def quantize_model(model: torch.nn.Module) -> int:
         for parameter in model.parameters():
             if parameter.dtype == torch.float32:
                 parameter.data = parameter.data.clone()
-    # the shared-input cache holds a reference to the last activation: released when a forward pass ends
-    for module in {id(m): m for m in (model, getattr(model, "base_model", None)) if m is not None}.values():
-        module.register_forward_hook(_forget)
     return count
-
-
-def _forget(module: torch.nn.Module, args: tuple, output: object) -> None:
-    forget_activations()
 
 
 def _as_float32(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:

@@ -214,14 +214,15 @@ def test_int8_models_quantise_every_decoder_linear_and_keep_the_head_float(
     assert "dtype=int8" in repr(emb)
     model = emb._loaded.model
     layers = model.config.num_hidden_layers
-    assert sum(type(m) is quantize.Int8Linear for m in model.modules()) == 7 * layers
+    assert sum(isinstance(m, quantize.INT8_LAYERS) for m in model.modules()) == 4 * layers  # q/k/v, gate/up fused
     assert not any(type(m) in (torch.nn.Linear, PackedLinear) for m in model.modules())
     assert model.get_input_embeddings().weight.dtype == torch.bfloat16  # gathered, returned as float32
 
     rr = Qwen3Reranker(tiny_reranker_path, device="cpu", dtype="int8")
     causal_lm = rr._loaded.model
     assert [n for n, m in causal_lm.named_modules() if type(m) is torch.nn.Linear] == ["lm_head"]
-    assert sum(type(m) is quantize.Int8Linear for m in causal_lm.modules()) == 7 * causal_lm.config.num_hidden_layers
+    int8 = sum(isinstance(m, quantize.INT8_LAYERS) for m in causal_lm.modules())
+    assert int8 == 4 * causal_lm.config.num_hidden_layers
     assert rr._head.dtype == torch.float32 and rr._head.shape == (2, causal_lm.config.hidden_size)
 
 
@@ -275,6 +276,23 @@ def test_int8_linear_is_within_int8_error_of_the_float_layer(bias, shape, fresh_
     assert float((got - expected).norm() / expected.norm()) < 0.02
 
 
+@pytest.mark.parametrize("levels", [255, 127])
+def test_activations_are_symmetric_per_token_around_the_zero_point(levels):
+    torch.manual_seed(4)
+    x = torch.randn(6, 64)
+    x[1] -= 5.0  # all negative
+    x[2] = 0.0  # all zero: nothing divides by zero
+    x[3, 0] = 1e4  # an outlier
+    xq, step = quantize.quantize_activations(x, levels)
+    zero = levels // 2 + 1
+    assert xq.dtype == torch.uint8 and step.shape == (6, 1)
+    assert int(xq.min()) >= 1 and int(xq.max()) <= levels
+    assert int(xq[1].min()) == 1 and int(xq[3].max()) == levels  # the range reaches both ends where |x| peaks
+    assert torch.equal(xq[2], torch.full((64,), zero, dtype=torch.uint8))
+    error = (step * (xq.float() - zero) - x).abs()
+    assert bool((error <= step / 2 * 1.0001).all())  # rounded to the nearest level
+
+
 def test_int8_linear_rows_do_not_depend_on_the_rest_of_the_batch(fresh_backend):
     torch.manual_seed(1)
     linear = torch.nn.Linear(128, 64)
@@ -287,45 +305,9 @@ def test_int8_linear_rows_do_not_depend_on_the_rest_of_the_batch(fresh_backend):
         single = torch.cat([layer(rows[i : i + 1]) for i in range(5)])
     torch.testing.assert_close(batched, single, rtol=1e-6, atol=1e-5)
     assert torch.isfinite(batched).all()
-    q, scale = quantize.quantize_weight(linear.weight)  # a constant row is exact through the per-token offset
+    q, scale = quantize.quantize_weight(linear.weight)  # a constant row is exact: its value is its scale
     expected = torch.nn.functional.linear(rows[4:], q.float() * scale[:, None], linear.bias.detach())
     torch.testing.assert_close(batched[4:], expected, rtol=1e-4, atol=1e-4)
-
-
-def test_projections_of_the_same_input_share_one_quantisation_and_it_is_released(fresh_backend, tiny_embedding_path):
-    """q, k, v (and gate, up) read the same hidden states: quantised once, results equal to separate layers; a
-    different tensor, even with equal values, is quantised anew; a forward pass leaves no activation held."""
-    if quantize.backend()[0] != "onednn":
-        pytest.skip("the shared quantisation is the oneDNN path's; this machine uses the fallback")
-    torch.manual_seed(2)
-    layers = [quantize.make_int8_linear(torch.nn.Linear(64, n)) for n in (64, 32, 32)]
-    x = torch.randn(3, 5, 64)
-    calls = []
-    original = torch.Tensor.amax  # one per quantisation (each token's range: amin and amax)
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    with torch.inference_mode():
-        separate = []
-        for layer in layers:
-            separate.append(layer(x.clone()))  # a new tensor each time: quantised each time
-        torch.Tensor.amax = counting
-        try:
-            shared = [layer(x) for layer in layers]
-            y = layers[0](x * 2.0)  # another input: quantised again, not the cached one
-        finally:
-            torch.Tensor.amax = original
-    assert len(calls) == 2
-    for a, b in zip(shared, separate, strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-    with torch.inference_mode():
-        torch.testing.assert_close(y, layers[0]((x * 2.0).clone()), rtol=0, atol=0)
-
-    embedder = Qwen3Embedder(tiny_embedding_path, device="cpu", dtype="int8")
-    embedder.embed_documents(["a document"])
-    assert quantize._LAST.source is None and quantize._LAST.quantized is None
 
 
 def test_a_failing_onednn_probe_falls_back_to_int_mm_and_still_meets_the_floors(
@@ -351,9 +333,34 @@ def test_a_saturating_8_bit_product_falls_back_to_7_bit_activations(monkeypatch,
         return y * 0.5 if self.levels == 255 else y  # what int16 saturation does to a full-range input
 
     monkeypatch.setattr(quantize.Int8Linear, "forward", saturates_at_8_bits)
+    assert quantize.backend() == ("fbgemm", 127)  # no VNNI: FBGEMM's kernel is the faster one there
+    layer = quantize.make_int8_linear(torch.nn.Linear(64, 32))
+    assert type(layer) is quantize.FbgemmInt8Linear
+    assert layer.levels == 127 and "activation_bits=7" in repr(layer)
+
+    def broken(self, x):
+        raise RuntimeError("no FBGEMM in this build")
+
+    monkeypatch.setattr(quantize.FbgemmInt8Linear, "forward", broken)
+    quantize.backend.cache_clear()
     assert quantize.backend() == ("onednn", 127)
     layer = quantize.make_int8_linear(torch.nn.Linear(64, 32))
-    assert layer.levels == 127 and "activation_bits=7" in repr(layer)
+    assert type(layer) is quantize.Int8Linear and "activation_bits=7" in repr(layer)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_fbgemm_layer_computes_the_same_integers_as_the_onednn_layer(bias):
+    """Both 7-bit layers quantise each token alike; FBGEMM's own per-tensor quantisation must change nothing."""
+    torch.manual_seed(5)
+    linear = torch.nn.Linear(256, 96, bias=bias)
+    rows = torch.randn(9, 256)
+    rows[2] *= 1e3  # an outlier token: FBGEMM's one scale for the tensor would ruin the others
+    rows[5] = 0.0
+    fbgemm, onednn = quantize.FbgemmInt8Linear(linear, levels=127), quantize.Int8Linear(linear, levels=127)
+    assert quantize._exact(fbgemm, linear, rows, 127) and quantize._exact(onednn, linear, rows, 127)
+    with torch.inference_mode():
+        torch.testing.assert_close(fbgemm(rows), onednn(rows), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fbgemm(rows[:1]), fbgemm(rows)[:1], rtol=1e-6, atol=1e-6)
 
 
 def test_no_working_int8_kernel_is_a_clear_error(monkeypatch, tiny_embedding_path, tmp_path, fresh_backend):
