@@ -15,14 +15,17 @@ Kernel: oneDNN's int8 matmul with a weight re-ordered once, ``torch.ops.onednn.q
 PyTorch's Inductor emits for int8 CPU models, with AMX-INT8 or VNNI where the CPU has them. It takes one
 activation scale per call, so each token is quantised here with its own scale around oneDNN's zero point,
 ``x ~= step * (xq - 128)`` with xq in [1, 255], and the product is scaled after: ``W x = step * W (xq - 128)``.
-PyTorch's older dynamic-quantisation kernel (``quantized::linear_dynamic``, FBGEMM) is not used: it needs the
-deprecated quantised tensor types, and it is no faster here (``benchmarks/bench_precision.py --linear``).
 
 CPUs without VNNI add pairs of u8 x s8 products in int16, which can saturate on full-range activations; a
 load-time probe feeds a saturating input and falls back to 7-bit activations (zero point 64, xq in [1, 127])
-where the 8-bit product comes out wrong. If the oneDNN op is missing or wrong on this build (probed against a
-float reference), the fallback is ``torch._int_mm`` (s8 x s8 -> int32) with symmetric per-token scales; if neither
-works, loading in int8 fails with a clear error.
+where the 8-bit product comes out wrong. On those CPUs oneDNN's int8 kernel is slow on short inputs (slower than
+its own float32 on a query's 16 tokens, measured on an AVX2-only AMD EPYC), and FBGEMM's
+(``quantized::linear_dynamic``, PyTorch's dynamic-quantisation kernel) is 2.3x faster there, so it computes the
+same 7-bit integer products instead (:class:`FbgemmInt8Linear`, probed for exactness at load). It needs the
+deprecated quantised tensor types for its weight: where a PyTorch release drops them, the probe fails and oneDNN
+is used. If the oneDNN op is missing or wrong on this build (probed against a float reference), the fallback is
+``torch._int_mm`` (s8 x s8 -> int32) with symmetric per-token scales; if neither works, loading in int8 fails
+with a clear error.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def quantize_activations(x2: torch.Tensor, levels: int) -> tuple[torch.Tensor, t
     as uint8 on [1, levels] with ``zero = levels // 2 + 1`` (128 for 8 bits, 64 for 7)."""
     half = levels // 2
     step = activation_steps(x2, half)
-    xq = (x2 / step).add_(half + 1.5).to(torch.uint8)  # + 0.5, then truncation: rounded (every value is >= 0.5)
+    xq = (x2 / step).round_().add_(half + 1).to(torch.uint8)  # rounded before the shift, as FBGEMM's layer does
     return xq, step
 
 
@@ -104,6 +107,12 @@ class Int8Linear(torch.nn.Module):
         )
 
 
+FBGEMM_ROWS = 256
+"""Rows per FBGEMM call: on more, its kernel slows down (3072 -> 1024, 2,048 tokens: 83 ms in one call, 57 ms in
+blocks of 256, oneDNN's 56 ms; measured on an AVX2-only AMD EPYC, 2 threads). Each token's own scale makes the
+blocks' results the whole call's."""
+
+
 class FbgemmInt8Linear(torch.nn.Module):
     """The same int8 layer through FBGEMM's int8 matmul (``quantized::linear_dynamic``), for CPUs without VNNI.
 
@@ -112,7 +121,8 @@ class FbgemmInt8Linear(torch.nn.Module):
     tensor; it is given each token already divided by its own step and rounded -- integers on [-half, half] --
     plus one extra row holding ``-(half + 1)`` and ``half``, so that its range is exactly ``levels`` wide: its
     scale is then 1 and its quantisation changes no value. The product is scaled by each token's step after, as
-    in :class:`Int8Linear`: the same integers, the same result (probed at load against the exact product).
+    in :class:`Int8Linear`: the same integers, the same result (probed at load against the exact product). Long
+    inputs go through in blocks of :data:`FBGEMM_ROWS` tokens.
     """
 
     def __init__(self, linear: torch.nn.Linear, *, levels: int = 127) -> None:
@@ -135,11 +145,16 @@ class FbgemmInt8Linear(torch.nn.Module):
         shape = x.shape
         x2 = _float_rows(x, self.in_features)
         step = activation_steps(x2, self.levels // 2)
-        rows = torch.cat([(x2 / step).round_(), self.span])
-        y = torch.ops.quantized.linear_dynamic(rows, self.packed_weight, self.levels < 255)[:-1].mul_(step)
+        integers = (x2 / step).round_()
+        parts = [self._product(part) for part in integers.split(FBGEMM_ROWS)]
+        y = (parts[0] if len(parts) == 1 else torch.cat(parts)).mul_(step)
         if self.bias is not None:
             y = y.add_(self.bias)
         return y.reshape(*shape[:-1], self.out_features)
+
+    def _product(self, integers: torch.Tensor) -> torch.Tensor:
+        rows = torch.cat([integers, self.span])
+        return torch.ops.quantized.linear_dynamic(rows, self.packed_weight, self.levels < 255)[:-1]
 
     def extra_repr(self) -> str:
         return (

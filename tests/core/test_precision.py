@@ -361,6 +361,12 @@ def test_the_fbgemm_layer_computes_the_same_integers_as_the_onednn_layer(bias):
     with torch.inference_mode():
         torch.testing.assert_close(fbgemm(rows), onednn(rows), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(fbgemm(rows[:1]), fbgemm(rows)[:1], rtol=1e-6, atol=1e-6)
+    long = torch.randn(2 * quantize.FBGEMM_ROWS + 7, 256)  # more tokens than one FBGEMM call takes: in blocks
+    long[300] *= 1e3
+    assert quantize._exact(fbgemm, linear, long, 127)
+    with torch.inference_mode():
+        torch.testing.assert_close(fbgemm(long), onednn(long), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fbgemm(long[:5]), fbgemm(long)[:5], rtol=1e-6, atol=1e-6)
 
 
 def test_no_working_int8_kernel_is_a_clear_error(monkeypatch, tiny_embedding_path, tmp_path, fresh_backend):
