@@ -58,53 +58,63 @@ def activation_steps(x2: torch.Tensor, half: int) -> torch.Tensor:
     return torch.maximum(hi, lo.neg_()).div_(half).clamp_min_(_TINY)
 
 
+def token_integers(x2: torch.Tensor, half: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(integers, step)``: each row of ``x2`` divided by its own step and rounded, floats on [-half, half]."""
+    step = activation_steps(x2, half)
+    return (x2 / step).round_(), step
+
+
 def quantize_activations(x2: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(xq, step)``: each row of ``x2`` (tokens) symmetric around its zero point, ``x ~= step * (xq - zero)``,
     as uint8 on [1, levels] with ``zero = levels // 2 + 1`` (128 for 8 bits, 64 for 7)."""
-    half = levels // 2
-    step = activation_steps(x2, half)
-    xq = (x2 / step).round_().add_(half + 1).to(torch.uint8)  # rounded before the shift, as FBGEMM's layer does
-    return xq, step
+    integers, step = token_integers(x2, levels // 2)
+    return integers.add_(levels // 2 + 1).to(torch.uint8), step
 
 
-def _float_rows(x: torch.Tensor, in_features: int) -> torch.Tensor:
-    x2 = x.reshape(-1, in_features)
-    return x2 if x2.dtype == torch.float32 else x2.float()
+class _Int8Layer(torch.nn.Module):
+    """What the int8 layers share: the float layer's shape and bias, float32 rows in, bias and shape out."""
 
-
-class Int8Linear(torch.nn.Module):
-    """An inference-only ``nn.Linear`` with int8 weights (per output channel) and per-token uint8 activations,
-    through oneDNN's int8 matmul."""
-
-    def __init__(self, linear: torch.nn.Linear, *, levels: int = 255) -> None:
+    def __init__(self, linear: torch.nn.Linear, levels: int) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        q, scale = quantize_weight(linear.weight)
-        self.packed_weight = torch.ops.onednn.qlinear_prepack(q, None)
-        self.register_buffer("weight_scale", scale, persistent=False)
-        self.register_buffer("weight_zero", torch.zeros(self.out_features, dtype=torch.long), persistent=False)
         bias = None if linear.bias is None else linear.bias.detach().float().clone()
         self.register_buffer("bias", bias, persistent=False)
         self.levels = levels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        xq, step = quantize_activations(_float_rows(x, self.in_features), self.levels)
-        y = torch.ops.onednn.qlinear_pointwise(
-            xq, 1.0, self.levels // 2 + 1, self.packed_weight, self.weight_scale, self.weight_zero, None, 1.0, 0,
-            torch.float32, "none", [], "",
-        )  # fmt: skip
-        y = y.mul_(step)
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        x2 = x.reshape(-1, self.in_features)
+        return x2 if x2.dtype == torch.float32 else x2.float()
+
+    def _output(self, y: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         if self.bias is not None:
             y = y.add_(self.bias)
         return y.reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        bits = 8 if self.levels == 255 else 7
-        return (
-            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-            f"activation_bits={bits}"
-        )
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Int8Linear(_Int8Layer):
+    """An inference-only ``nn.Linear`` with int8 weights (per output channel) and per-token uint8 activations,
+    through oneDNN's int8 matmul."""
+
+    def __init__(self, linear: torch.nn.Linear, *, levels: int = 255) -> None:
+        super().__init__(linear, levels)
+        q, scale = quantize_weight(linear.weight)
+        self.packed_weight = torch.ops.onednn.qlinear_prepack(q, None)
+        self.register_buffer("weight_scale", scale, persistent=False)
+        self.register_buffer("weight_zero", torch.zeros(self.out_features, dtype=torch.long), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xq, step = quantize_activations(self._rows(x), self.levels)
+        y = torch.ops.onednn.qlinear_pointwise(
+            xq, 1.0, self.levels // 2 + 1, self.packed_weight, self.weight_scale, self.weight_zero, None, 1.0, 0,
+            torch.float32, "none", [], "",
+        )  # fmt: skip
+        return self._output(y.mul_(step), x.shape)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, activation_bits={8 if self.levels == 255 else 7}"
 
 
 FBGEMM_ROWS = 256
@@ -113,7 +123,7 @@ blocks of 256, oneDNN's 56 ms; measured on an AVX2-only AMD EPYC, 2 threads). Ea
 blocks' results the whole call's."""
 
 
-class FbgemmInt8Linear(torch.nn.Module):
+class FbgemmInt8Linear(_Int8Layer):
     """The same int8 layer through FBGEMM's int8 matmul (``quantized::linear_dynamic``), for CPUs without VNNI.
 
     There, oneDNN's int8 kernel is slower on a query's few tokens than its own float32 (1024 -> 4096, 16 tokens:
@@ -126,67 +136,43 @@ class FbgemmInt8Linear(torch.nn.Module):
     """
 
     def __init__(self, linear: torch.nn.Linear, *, levels: int = 127) -> None:
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        super().__init__(linear, levels)
         q, scale = quantize_weight(linear.weight)
         zeros = torch.zeros(self.out_features, dtype=torch.long)
         with warnings.catch_warnings():  # the quantised tensor types are deprecated: a removal fails the probe
             warnings.filterwarnings("ignore", message=".*quantized tensor creation", category=UserWarning)
             weight = torch.quantize_per_channel(q.float() * scale[:, None], scale.double(), zeros, 0, torch.qint8)
             self.packed_weight = torch.ops.quantized.linear_prepack(weight, None)
-        bias = None if linear.bias is None else linear.bias.detach().float().clone()
-        self.register_buffer("bias", bias, persistent=False)
-        self.levels = levels
         span = torch.zeros(1, self.in_features)
         span[0, 0], span[0, -1] = -(levels // 2 + 1), levels // 2
         self.register_buffer("span", span, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        x2 = _float_rows(x, self.in_features)
-        step = activation_steps(x2, self.levels // 2)
-        integers = (x2 / step).round_()
+        integers, step = token_integers(self._rows(x), self.levels // 2)
         parts = [self._product(part) for part in integers.split(FBGEMM_ROWS)]
-        y = (parts[0] if len(parts) == 1 else torch.cat(parts)).mul_(step)
-        if self.bias is not None:
-            y = y.add_(self.bias)
-        return y.reshape(*shape[:-1], self.out_features)
+        return self._output((parts[0] if len(parts) == 1 else torch.cat(parts)).mul_(step), x.shape)
 
     def _product(self, integers: torch.Tensor) -> torch.Tensor:
         rows = torch.cat([integers, self.span])
         return torch.ops.quantized.linear_dynamic(rows, self.packed_weight, self.levels < 255)[:-1]
 
     def extra_repr(self) -> str:
-        return (
-            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-            f"activation_bits={8 if self.levels == 255 else 7}, kernel=fbgemm"
-        )
+        return f"{super().extra_repr()}, activation_bits={8 if self.levels == 255 else 7}, kernel=fbgemm"
 
 
-class IntMmLinear(torch.nn.Module):
+class IntMmLinear(_Int8Layer):
     """The fallback: int8 weights per output channel, symmetric int8 activations per token, ``torch._int_mm``."""
 
     def __init__(self, linear: torch.nn.Linear) -> None:
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        super().__init__(linear, 255)
         q, scale = quantize_weight(linear.weight)
         self.register_buffer("weight_t", q.t().contiguous(), persistent=False)
         self.register_buffer("scale", scale, persistent=False)
-        bias = None if linear.bias is None else linear.bias.detach().float().clone()
-        self.register_buffer("bias", bias, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        x2 = x.reshape(-1, self.in_features).float()
-        step = (x2.abs().amax(dim=1, keepdim=True) / 127).clamp_min_(_TINY)
-        xq = torch.round(x2 / step).clamp_(-127, 127).to(torch.int8)
-        y = torch._int_mm(xq, self.weight_t).float().mul_(step).mul_(self.scale)
-        if self.bias is not None:
-            y = y.add_(self.bias)
-        return y.reshape(*shape[:-1], self.out_features)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        integers, step = token_integers(self._rows(x), 127)
+        y = torch._int_mm(integers.to(torch.int8), self.weight_t).float().mul_(step).mul_(self.scale)
+        return self._output(y, x.shape)
 
 
 def _close(layer: torch.nn.Module, linear: torch.nn.Linear, x: torch.Tensor, tolerance: float) -> bool:
